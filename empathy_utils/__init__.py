@@ -1,0 +1,57 @@
+"""empathy_utils: the tested library behind the empathy-distillation book.
+
+Notebooks hold a parameters cell and a few calls into this package; all logic lives here.
+Heavy dependencies (torch, transformers, TRL) are imported lazily, so ``import empathy_utils``
+stays fast for the command line.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .config import StudyConfig, load_config
+from .errors import BackendError, ConfigError, DataError, StudyError
+
+__version__ = "0.1.0"
+
+# name -> module that defines it (imported on first use)
+_LAZY = {
+    "RunPaths": "artifacts",
+    "build_datasets": "stages",
+    "card_table": "stages",
+    "run_facts": "stages",
+    "example_rows": "stages",
+    "train_sft": "training",
+    "train_dpo": "training",
+    "generate_replies": "stages",
+    "judge_students": "stages",
+    "winrate_table": "stages",
+    "read_jsonl": "stages",
+    "load_llms_vs_humans": "data",
+    "load_embedded_corpus": "data",
+    "selection_counts": "distillation",
+    "summarize": "winrate",
+    "PairwiseLLMJudge": "judges",
+    "LocalBackend": "backends",
+    "OpenAIBackend": "backends",
+    "CachedBackend": "backends",
+    "ResponseCache": "backends",
+    "Sampling": "backends",
+    "load_prompt": "prompts",
+    "all_prompts": "prompts",
+    "load_model_and_tokenizer": "models",
+    "training_table": "stages",
+    "glue_values": "notebook",
+    "glue_winrates": "notebook",
+    "show": "notebook",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'empathy_utils' has no attribute {name!r}")
+
+
+__all__ = ["StudyConfig", "load_config", "StudyError", "ConfigError", "DataError", "BackendError", *_LAZY]

@@ -1,0 +1,351 @@
+"""Chat backends: one interface over a local transformers model and any OpenAI-compatible server.
+
+Teachers, students and judges all talk through :class:`ChatBackend`:
+``chat(conversations, sampling)`` answers a batch of chats, ``choice_logprobs(conversations,
+choices)`` reads the next-token log-probabilities of a few one-token answers (for judges).
+
+- :class:`LocalBackend` — a transformers model in this process, batched with left padding
+  (on 2 CPU cores a batch of 16 is ~4x faster than one prompt at a time, with identical greedy text).
+- :class:`OpenAIBackend` — the ``openai`` SDK against ``base_url`` (vLLM, ``transformers serve``,
+  llama.cpp's server, or a hosted API); bounded concurrency, the SDK's own retries with exponential
+  backoff on 429/5xx/timeouts, then a :class:`BackendError`. The key is read from an environment
+  variable *named* in the params, never from the params themselves.
+- :class:`CachedBackend` — wraps either with a persistent SQLite cache keyed by backend, model,
+  messages and sampling parameters, so a re-run or a resumed run repeats no call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from tqdm.auto import tqdm
+
+from .errors import BackendError
+
+Conversation = list[dict]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding parameters; part of every cache key. temperature 0 = greedy."""
+
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (the model ended its turn) or "length" (cut at max_new_tokens)
+    completion_tokens: int = 0
+    cached: bool = False
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "finish_reason": self.finish_reason, "completion_tokens": self.completion_tokens}
+
+
+class ChatBackend:
+    """Interface; ``identity`` must change whenever the model's answers could change."""
+
+    name: str = "backend"
+    identity: str = "backend"
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
+        raise NotImplementedError
+
+    def choice_logprobs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[dict[str, float]]:
+        raise NotImplementedError(f"{self.name} does not expose token probabilities")
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return False
+
+
+# ------------------------------------------------------------------------------------- local
+class LocalBackend(ChatBackend):
+    """A transformers causal LM in this process (optionally with a PEFT adapter)."""
+
+    def __init__(self, spec: str, adapter: str | os.PathLike | None = None, batch_size: int = 16,
+                 model=None, tokenizer=None, label: str | None = None, progress: bool = True):
+        from .models import load_model, load_tokenizer, model_label
+
+        self.spec = spec
+        self.adapter = str(adapter) if adapter else None
+        self.batch_size = batch_size
+        self.model = model if model is not None else load_model(spec, adapter)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="left")
+        self.tokenizer.padding_side = "left"
+        self.name = label or f"local:{model_label(spec)}" + (f"+{Path(self.adapter).name}" if self.adapter else "")
+        self.identity = f"local:{spec}" + (f":{_folder_digest(self.adapter)}" if self.adapter else "")
+        self.progress = progress
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return True
+
+    def _encode(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+        out = []
+        for conv in conversations:
+            ids = self.tokenizer.apply_chat_template(conv, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            out.append(list(ids))
+        return out
+
+    def _batches(self, encoded: list[list[int]]):
+        # Longest first: similar lengths share a batch, so little compute goes to padding.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _pad(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids, mask
+
+    def chat(self, conversations, sampling: Sampling) -> list[Completion]:
+        import torch
+
+        encoded = self._encode(conversations)
+        results: list[Completion | None] = [None] * len(encoded)
+        eos = self.tokenizer.eos_token_id
+        batches = list(self._batches(encoded))
+        for batch in tqdm(batches, desc=f"{self.name} generating", disable=not self.progress or len(batches) < 2):
+            ids, mask = self._pad([encoded[i] for i in batch])
+            kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                          eos_token_id=eos)
+            if sampling.temperature > 0:
+                torch.manual_seed(sampling.seed)
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            new = out[:, ids.shape[1] :]
+            for row, i in enumerate(batch):
+                toks = new[row].tolist()
+                ended = eos in toks
+                if ended:
+                    toks = toks[: toks.index(eos)]
+                toks = [t for t in toks if t != self.tokenizer.pad_token_id]
+                text = self.tokenizer.decode(toks, skip_special_tokens=True).strip()
+                results[i] = Completion(text, "stop" if ended else "length", len(toks))
+        return results  # type: ignore[return-value]
+
+    def choice_logprobs(self, conversations, choices):
+        import torch
+
+        choice_ids = {}
+        for c in choices:
+            ids = self.tokenizer.encode(c, add_special_tokens=False)
+            if len(ids) != 1:
+                raise BackendError(f"{self.name}: answer {c!r} is not a single token for this tokenizer")
+            choice_ids[c] = ids[0]
+        encoded = self._encode(conversations)
+        results: list[dict | None] = [None] * len(encoded)
+        for batch in self._batches(encoded):
+            ids, mask = self._pad([encoded[i] for i in batch])
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for row, i in enumerate(batch):
+                results[i] = {c: float(logp[row, t]) for c, t in choice_ids.items()}
+        return results  # type: ignore[return-value]
+
+
+def _folder_digest(folder: str) -> str:
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("*.safetensors")):
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------ openai
+class OpenAIBackend(ChatBackend):
+    """Any OpenAI-compatible chat-completions server, through the ``openai`` SDK."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
+                 max_concurrency: int = 8, timeout_seconds: float = 120.0, max_retries: int = 5,
+                 progress: bool = True):
+        from openai import OpenAI
+
+        # Local servers accept any key; hosted ones need the variable set. The key never leaves memory.
+        key = os.environ.get(api_key_env) or "not-needed-for-local-servers"
+        self.client = OpenAI(base_url=base_url, api_key=key, timeout=timeout_seconds, max_retries=max_retries)
+        self.base_url = base_url
+        self.model = model
+        self.max_concurrency = max(1, max_concurrency)
+        self.name = f"api:{model}"
+        self.identity = f"openai:{base_url.rstrip('/')}:{model}"
+        self.progress = progress
+
+    def _one(self, conv: Conversation, sampling: Sampling) -> Completion:
+        import openai
+
+        try:
+            resp = self.client.chat.completions.create(
+                model=self.model,
+                messages=conv,
+                max_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                seed=sampling.seed,
+            )
+        except openai.APIStatusError as exc:
+            raise BackendError(
+                f"{self.base_url}: the server answered HTTP {exc.status_code} for model {self.model!r} "
+                f"after retries ({_short(exc)})"
+            ) from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise BackendError(f"{self.base_url}: no answer after {self.client.max_retries} retries ({_short(exc)})") from None
+        choice = resp.choices[0]
+        text = (choice.message.content or "").strip()
+        tokens = resp.usage.completion_tokens if resp.usage else 0
+        return Completion(text, "length" if choice.finish_reason == "length" else "stop", tokens or 0)
+
+    def chat(self, conversations, sampling):
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            futures = [pool.submit(self._one, c, sampling) for c in conversations]
+            return [f.result() for f in tqdm(futures, desc=f"{self.name}", disable=not self.progress)]
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+# ------------------------------------------------------------------------------------- cache
+class ResponseCache:
+    """SQLite store of completions; every answer is committed as soon as it arrives."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._db.commit()
+
+    @staticmethod
+    def key(identity: str, conversation: Conversation, sampling: Sampling) -> str:
+        payload = json.dumps([identity, conversation, asdict(sampling)], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def get_many(self, keys: list[str]) -> dict[str, dict]:
+        found = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                q = f"SELECT key, value FROM completions WHERE key IN ({','.join('?' * len(chunk))})"
+                for k, v in self._db.execute(q, chunk):
+                    found[k] = json.loads(v)
+        return found
+
+    def put_many(self, items: dict[str, dict]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO completions (key, value) VALUES (?, ?)",
+                [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()],
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass
+class CallStats:
+    requested: int = 0
+    from_cache: int = 0
+    new_calls: int = 0
+
+
+class CachedBackend(ChatBackend):
+    """Answers from the cache where it can; asks the wrapped backend for the rest in chunks,
+    committing each chunk, so an interrupted run loses at most one chunk of work."""
+
+    def __init__(self, inner: ChatBackend, cache: ResponseCache, chunk_size: int = 64):
+        self.inner = inner
+        self.cache = cache
+        self.chunk_size = chunk_size
+        self.name = inner.name
+        self.identity = inner.identity
+        self.stats = CallStats()
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.inner.supports_logprobs
+
+    def chat(self, conversations, sampling):
+        keys = [ResponseCache.key(self.identity, c, sampling) for c in conversations]
+        found = self.cache.get_many(list(dict.fromkeys(keys)))
+        self.stats.requested += len(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        # The same conversation asked twice in one call is answered once.
+        unique_missing = list({keys[i]: i for i in missing}.values())
+        for start in range(0, len(unique_missing), self.chunk_size):
+            chunk = unique_missing[start : start + self.chunk_size]
+            answers = self.inner.chat([conversations[i] for i in chunk], sampling)
+            fresh = {keys[i]: a.to_json() for i, a in zip(chunk, answers)}
+            self.cache.put_many(fresh)
+            found.update(fresh)
+            self.stats.new_calls += len(chunk)
+        self.stats.from_cache += len(keys) - len(unique_missing)
+        missing_set = set(missing)
+        return [Completion(**found[k], cached=i not in missing_set) for i, k in enumerate(keys)]
+
+    def choice_logprobs(self, conversations, choices):
+        return self.inner.choice_logprobs(conversations, choices)
+
+
+def make_backend(settings, cache_path: str | os.PathLike | None = None, batch_size: int | None = None) -> ChatBackend:
+    """Build the backend a ``teacher`` or ``judge`` section describes (cached if ``cache_path``)."""
+    if settings.backend == "local":
+        backend: ChatBackend = LocalBackend(settings.model, batch_size=batch_size or settings.batch_size)
+    elif settings.backend == "openai":
+        backend = OpenAIBackend(
+            settings.base_url,
+            settings.model,
+            api_key_env=settings.api_key_env,
+            max_concurrency=getattr(settings, "max_concurrency", 8),
+            timeout_seconds=getattr(settings, "timeout_seconds", 120.0),
+            max_retries=getattr(settings, "max_retries", 5),
+        )
+    else:  # validated earlier; kept for direct callers
+        raise BackendError(f"unknown backend {settings.backend!r}")
+    if cache_path:
+        backend = CachedBackend(backend, ResponseCache(cache_path))
+    return backend
+
+
+__all__ = [
+    "Sampling",
+    "Completion",
+    "ChatBackend",
+    "LocalBackend",
+    "OpenAIBackend",
+    "CachedBackend",
+    "ResponseCache",
+    "make_backend",
+]

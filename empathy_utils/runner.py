@@ -1,0 +1,191 @@
+"""The runner: params file -> validated config -> papermill executes each stage notebook into the
+run folder -> manifest. It schedules nothing itself; heavy lifting happens in the notebooks' calls
+(and, for users with GPUs, in ``accelerate launch`` or an inference server they point the params at).
+
+A stage is skipped when it already finished with the same parameters (the hash of the params
+sections it depends on, cumulatively); ``force`` re-runs it. After a stage re-runs, every later stage
+in the same invocation re-runs too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from .artifacts import RunPaths, new_manifest, now, read_manifest, write_manifest
+from .config import STAGES, StudyConfig
+from .errors import StudyError
+from .paths import notebooks_dir, repo_root
+
+STAGE_NOTEBOOKS = {
+    "datasets": "01_datasets.ipynb",
+    "sft": "02_sft.ipynb",
+    "dpo": "03_dpo.ipynb",
+    "generate": "04_generate.ipynb",
+    "judge": "05_judge.ipynb",
+}
+# The params each stage reads (a stage also depends on everything its predecessors read).
+STAGE_SECTIONS = {
+    "datasets": ["data", "teacher", "dataset"],
+    "sft": ["model", "lora", "sft"],
+    "dpo": ["dpo"],
+    "generate": ["generation"],
+    "judge": ["judge"],
+}
+
+
+def stage_hashes(cfg: StudyConfig) -> dict[str, str]:
+    params = cfg.to_dict()
+    seen: dict = {"seed": cfg.run.seed}
+    out = {}
+    for stage in STAGES:
+        for section in STAGE_SECTIONS[stage]:
+            seen[section] = params[section]
+        out[stage] = hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()[:16]
+    return out
+
+
+def preflight(cfg: StudyConfig) -> dict[str, str]:
+    """Check what can be checked before anything runs; return checksums of the data files read."""
+    from .data import corpus_path, lvh_csv_path, sha256_file
+
+    if cfg.data.source == "llms-vs-humans":
+        path = lvh_csv_path(cfg.data.data_dir or None)
+        from .data import load_llms_vs_humans
+
+        load_llms_vs_humans(path=path)  # validates every row now rather than in the middle of a run
+    else:
+        path = corpus_path()
+    return {str(path): sha256_file(path)}
+
+
+def resolve_stages(stages: list[str] | None) -> list[str]:
+    if not stages:
+        return list(STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise StudyError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
+    return [s for s in STAGES if s in stages]
+
+
+def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str] | None = None,
+              force: bool = False, log=print) -> Path:
+    """Execute the stages of a run; returns the run folder. Raises StudyError naming the failed stage."""
+    import papermill as pm
+
+    repo = repo_root()
+    run_dir_rel = cfg.run_dir
+    run_dir = repo / run_dir_rel if not run_dir_rel.is_absolute() else run_dir_rel
+    paths = RunPaths(run_dir)
+    chosen = resolve_stages(stages)
+    data_files = preflight(cfg)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths.params.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    previous = read_manifest(run_dir)
+    manifest = new_manifest(cfg, params_source, data_files, repo)
+    manifest["stages"] = previous.get("stages", {})
+    if previous.get("created"):
+        manifest["created"] = previous["created"]
+    manifest["updated"] = now()
+    write_manifest(run_dir, manifest)
+
+    hashes = stage_hashes(cfg)
+    rerun_rest = force
+    paths.notebooks.mkdir(parents=True, exist_ok=True)
+    for stage in chosen:
+        record = manifest["stages"].get(stage, {})
+        out_nb = paths.notebooks / STAGE_NOTEBOOKS[stage]
+        if (not rerun_rest and record.get("status") == "ok" and record.get("params_hash") == hashes[stage]
+                and out_nb.exists()):
+            log(f"[{cfg.run.name}] {stage}: up to date (params unchanged), skipped")
+            continue
+        rerun_rest = True
+        log(f"[{cfg.run.name}] {stage}: running {STAGE_NOTEBOOKS[stage]} ...")
+        start = time.time()
+        manifest["stages"][stage] = {"status": "running", "params_hash": hashes[stage], "started": now(),
+                                     "notebook": str(out_nb.relative_to(repo) if out_nb.is_relative_to(repo) else out_nb)}
+        write_manifest(run_dir, manifest)
+        try:
+            pm.execute_notebook(
+                str(notebooks_dir() / STAGE_NOTEBOOKS[stage]),
+                str(out_nb),
+                parameters={"config": cfg.to_dict(), "run_dir": str(run_dir_rel)},
+                kernel_name="python3",
+                cwd=str(repo),
+                progress_bar=False,
+                request_save_on_cell_execute=False,
+            )
+        except pm.PapermillExecutionError as exc:
+            manifest["stages"][stage].update(status="failed", seconds=round(time.time() - start, 1),
+                                             error=f"{exc.ename}: {exc.evalue}")
+            write_manifest(run_dir, manifest)
+            raise StudyError(
+                f"stage {stage} failed: {exc.ename}: {exc.evalue}\n"
+                f"  the executed notebook, with the full traceback: {out_nb}\n"
+                f"  earlier stages are kept; fix the problem and re-run (finished stages are skipped)"
+            ) from None
+        seconds = round(time.time() - start, 1)
+        manifest["stages"][stage].update(status="ok", seconds=seconds, finished=now())
+        write_manifest(run_dir, manifest)
+        log(f"[{cfg.run.name}] {stage}: done in {seconds:.0f} s")
+    return run_dir
+
+
+# ------------------------------------------------------------------------------------------ book
+BOOK_RUN_FOLDER = Path("book") / "run"
+
+
+def stage_book_run(run_dir: Path, root: Path) -> Path:
+    """Copy a run's executed notebooks, figures and manifest to where the book's pages expect them."""
+    paths = RunPaths(run_dir)
+    target = root / BOOK_RUN_FOLDER
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    missing = [nb for nb in STAGE_NOTEBOOKS.values() if not (paths.notebooks / nb).exists()]
+    if missing:
+        raise StudyError(f"{run_dir}: the run has not executed {', '.join(missing)}; run all stages before building the book")
+    for nb in STAGE_NOTEBOOKS.values():
+        shutil.copy2(paths.notebooks / nb, target / nb)
+    if paths.figures.exists():
+        shutil.copytree(paths.figures, target / "figures")
+        shared = root / "figures" / run_dir.name
+        if shared.exists():
+            shutil.rmtree(shared)
+        shutil.copytree(paths.figures, shared)
+    for src in (paths.manifest, paths.card):
+        if src.exists():
+            shutil.copy2(src, target / src.name)
+    return target
+
+
+def build_book(run_dir: str | os.PathLike, root: str | os.PathLike | None = None, strict: bool = True,
+               log=print) -> Path:
+    """Render the book from an executed run with Jupyter Book 1 (nothing is executed here)."""
+    import subprocess
+    import sys
+
+    root = Path(root) if root else repo_root()
+    run_dir = Path(run_dir)
+    if not run_dir.is_absolute():
+        run_dir = repo_root() / run_dir
+    stage_book_run(run_dir, root)
+    jupyter_book = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
+    cmd = jupyter_book + ["build", str(root), "--toc", str(root / "book" / "_toc.yml")]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    log(f"building the book from {run_dir} ...")
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise StudyError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
+    html = root / "_build" / "html"
+    log(f"book: {html / 'index.html'}")
+    return html

@@ -1,0 +1,178 @@
+"""Two-step fine-tuning: LoRA SFT with TRL's SFTTrainer, then DPO with TRL's DPOTrainer.
+
+Choices the paper leaves open (methods.md A.2), made here and documented in the book:
+- SFT trains on the reply only (TRL's prompt/completion format), not on the prompt.
+- DPO *continues the SFT adapter* (loaded trainable); TRL keeps a frozen copy of that adapter as
+  the reference policy, so the reference is the SFT model and no second model sits in memory.
+- fp32 on CPU (no bf16 units here), no gradient checkpointing (it costs 25 % speed for memory we
+  have). Both are parameters for GPU users.
+
+Each function takes the run's :class:`StudyConfig` and a run folder and writes an adapter folder
+plus ``train_log.json``; the same functions run under ``accelerate launch`` through :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .artifacts import RunPaths
+from .config import DPOSettings, SFTSettings, StudyConfig, load_config
+from .errors import StudyError
+
+
+def _device_kwargs(settings: SFTSettings | DPOSettings) -> dict:
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return dict(
+        use_cpu=not on_gpu,
+        bf16=settings.bf16 and on_gpu,
+        gradient_checkpointing=settings.gradient_checkpointing,
+    )
+
+
+def _common_args(settings: SFTSettings | DPOSettings, output_dir: Path, seed: int) -> dict:
+    warmup = settings.warmup if settings.warmup < 1 else int(settings.warmup)
+    return dict(
+        output_dir=str(output_dir / "trainer"),
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        warmup_steps=warmup,
+        logging_steps=settings.logging_steps,
+        max_length=settings.max_length,
+        seed=seed,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        **_device_kwargs(settings),
+    )
+
+
+def quiet_libraries() -> None:
+    """Keep executed notebooks readable: no per-file progress bars, no per-step log dicts
+    (the losses are kept in train_log.json and plotted instead)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+
+
+def _quiet(trainer):
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def lora_config(cfg: StudyConfig):
+    from peft import LoraConfig
+
+    targets = cfg.lora.target_modules
+    return LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+        task_type="CAUSAL_LM",
+    )
+
+
+def to_prompt_completion(example: dict) -> dict:
+    """Chat ``messages`` -> conversational prompt/completion, so the loss covers the reply only."""
+    return {"prompt": example["messages"][:-1], "completion": example["messages"][-1:]}
+
+
+def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
+    trainer.model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    summary = {
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        **extra,
+    }
+    (out / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
+    return summary
+
+
+def train_sft(cfg: StudyConfig, run_dir: str | Path) -> dict:
+    """Step 1: LoRA SFT on the run's SFT examples; writes ``models/sft``."""
+    from datasets import load_from_disk
+    from trl import SFTConfig, SFTTrainer
+
+    from .models import load_model, load_tokenizer
+
+    quiet_libraries()
+    paths = RunPaths(run_dir)
+    if not paths.sft_data.exists():
+        raise StudyError(f"{paths.sft_data}: no SFT data; run the datasets stage first")
+    data = load_from_disk(str(paths.sft_data))
+    data = data.map(to_prompt_completion, remove_columns=data.column_names)
+    model = load_model(cfg.model.name_or_path)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
+    args = SFTConfig(**_common_args(cfg.sft, paths.sft_model, cfg.run.seed))
+    trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                peft_config=lora_config(cfg)))
+    start = time.time()
+    trainer.train()
+    return _save(trainer, tokenizer, paths.sft_model, time.time() - start, {"examples": len(data)})
+
+
+def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
+    """Step 2: DPO continuing the SFT adapter, the frozen SFT adapter as reference; writes ``models/dpo``."""
+    from datasets import load_from_disk
+    from trl import DPOConfig, DPOTrainer
+
+    from .models import load_model, load_tokenizer
+
+    quiet_libraries()
+    paths = RunPaths(run_dir)
+    for needed, stage in ((paths.dpo_data, "datasets"), (paths.sft_model, "sft")):
+        if not needed.exists():
+            raise StudyError(f"{needed}: missing; run the {stage} stage first")
+    data = load_from_disk(str(paths.dpo_data)).select_columns(["prompt", "chosen", "rejected"])
+    model = load_model(cfg.model.name_or_path, adapter=paths.sft_model, trainable_adapter=True)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
+    args = DPOConfig(**_common_args(cfg.dpo, paths.dpo_model, cfg.run.seed), beta=cfg.dpo.beta,
+                     loss_type=[cfg.dpo.loss_type])
+    trainer = _quiet(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
+                                processing_class=tokenizer))
+    start = time.time()
+    trainer.train()
+    history = trainer.state.log_history
+    margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
+    accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
+    extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
+             "last_reward_accuracy": accuracies[-1] if accuracies else None}
+    return _save(trainer, tokenizer, paths.dpo_model, time.time() - start, extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for ``accelerate launch -m empathy_utils.training sft|dpo --params FILE --run-dir DIR``."""
+    parser = argparse.ArgumentParser(prog="python -m empathy_utils.training")
+    parser.add_argument("step", choices=["sft", "dpo"])
+    parser.add_argument("--params", required=True, help="the run's params file (e.g. <run_dir>/params.yaml)")
+    parser.add_argument("--run-dir", required=True)
+    args = parser.parse_args(argv)
+    cfg = load_config(args.params)
+    summary = (train_sft if args.step == "sft" else train_dpo)(cfg, args.run_dir)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Local backend batching and the persistent response cache, on a tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+
+from empathy_utils.backends import CachedBackend, LocalBackend, ResponseCache, Sampling
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_spec):
+    return LocalBackend(tiny_spec, batch_size=4, progress=False)
+
+
+def _convs(n):
+    return [[{"role": "user", "content": f"Speaker {i} says something {'long ' * i}today."}] for i in range(n)]
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_backend):
+    sampling = Sampling(max_new_tokens=6)
+    batched = tiny_backend.chat(_convs(5), sampling)
+    tiny_backend.batch_size = 1
+    try:
+        single = tiny_backend.chat(_convs(5), sampling)
+    finally:
+        tiny_backend.batch_size = 4
+    assert len({c.text for c in batched}) > 1, "the tiny model should answer different prompts differently"
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert all(c.finish_reason in ("stop", "length") for c in batched)
+
+
+def test_choice_logprobs_are_normalised_log_probabilities(tiny_backend):
+    out = tiny_backend.choice_logprobs(_convs(3), ["1", "2"])
+    assert len(out) == 3 and all(set(d) == {"1", "2"} and d["1"] < 0 and d["2"] < 0 for d in out)
+
+
+def test_cache_answers_a_repeat_with_zero_new_calls(tiny_backend, tmp_path):
+    cached = CachedBackend(tiny_backend, ResponseCache(tmp_path / "cache.sqlite"), chunk_size=2)
+    sampling = Sampling(max_new_tokens=5)
+    first = cached.chat(_convs(5), sampling)
+    assert cached.stats.new_calls == 5 and not any(c.cached for c in first)
+    # A new process opening the same file: nothing is asked again.
+    again = CachedBackend(tiny_backend, ResponseCache(tmp_path / "cache.sqlite"))
+    second = again.chat(_convs(5), sampling)
+    assert again.stats.new_calls == 0 and all(c.cached for c in second)
+    assert [c.text for c in first] == [c.text for c in second]
+    # Different sampling parameters are a different question.
+    again.chat(_convs(1), Sampling(max_new_tokens=4))
+    assert again.stats.new_calls == 1
+
+
+def test_duplicate_conversations_in_one_call_are_asked_once(tiny_backend, tmp_path):
+    cached = CachedBackend(tiny_backend, ResponseCache(tmp_path / "c.sqlite"))
+    convs = _convs(2) * 3
+    out = cached.chat(convs, Sampling(max_new_tokens=3))
+    assert cached.stats.new_calls == 2 and len(out) == 6

@@ -1,0 +1,107 @@
+"""The whole study on the tiny profile: papermill executes every stage notebook, the runner writes
+a manifest, and Jupyter Book renders the pages with the glued numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from empathy_utils.config import STAGES, load_config, profile_path
+from empathy_utils.runner import STAGE_NOTEBOOKS, build_book, run_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_spec):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(profile_path("tiny"))
+    cfg.run.output_root = str(tmp / "runs")
+    root = tmp / "book-root"
+    root.mkdir()
+    shutil.copy2(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("run", "_build"))
+    start = time.time()
+    run_dir = run_study(cfg, params_source="notebooks/params/tiny.yaml")
+    html = build_book(run_dir, root=root)
+    elapsed = time.time() - start
+    print(f"tiny profile: all stages and the book in {elapsed:.0f} s")
+    return cfg, run_dir, html, elapsed
+
+
+@pytest.mark.slow
+def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
+    cfg, run_dir, _, elapsed = tiny_run
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["params_hash"] == cfg.params_hash()
+    assert manifest["params"]["model"]["name_or_path"] == "tiny-random"
+    assert manifest["packages"]["torch"].startswith("2.13.0") and manifest["packages"]["trl"] == "1.16.0"
+    assert manifest["seeds"]["run.seed"] == cfg.run.seed
+    (data_file, checksum), = manifest["data"].items()
+    assert data_file.endswith("situations.jsonl") and len(checksum) == 64
+    assert [s for s in STAGES if manifest["stages"][s]["status"] == "ok"] == list(STAGES)
+    assert all(manifest["stages"][s]["seconds"] > 0 for s in STAGES)
+    assert elapsed < 300, "the tiny profile should take about a minute"
+
+
+@pytest.mark.slow
+def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
+    cfg, run_dir, _, _ = tiny_run
+    for name in STAGE_NOTEBOOKS.values():
+        nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and cfg.params_hash()
+        assert "'name_or_path': 'tiny-random'" in injected[0].source or '"name_or_path": "tiny-random"' in injected[0].source
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
+
+
+@pytest.mark.slow
+def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
+    _, run_dir, html, _ = tiny_run
+    page = (html / "book" / "results.html").read_text()
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert "pairwise local:tiny random Llama" in text
+    assert re.search(r"win rate against\s+the base student is\s+\d+\.\d%", text)
+    assert re.search(r"bootstrap CI\s+\d+\.\d%\s+–\s+\d+\.\d%", text)
+    assert (html / "book" / "run" / "05_judge.html").exists()
+    assert "winrates.png" in page
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_stages_and_reruns_changed_ones(tiny_run):
+    cfg, run_dir, _, _ = tiny_run
+    messages = []
+    start = time.time()
+    run_study(cfg, log=messages.append)
+    assert time.time() - start < 15
+    assert sum("skipped" in m for m in messages) == len(STAGES)
+    cfg.judge.bootstrap_resamples = 300  # only the judge stage reads this
+    messages.clear()
+    run_study(cfg, log=messages.append)
+    ran = [m.split("]")[1].split(":")[0].strip() for m in messages if "running" in m]
+    assert ran == ["judge"]
+
+
+def test_source_notebooks_are_thin_and_carry_no_outputs():
+    import ast
+
+    for name in STAGE_NOTEBOOKS.values():
+        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
+        params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1, f"{name}: needs exactly one parameters cell"
+        for node in ast.parse(params[0].source).body:  # literal-only: names assigned literals
+            assert isinstance(node, ast.Assign)
+            ast.literal_eval(node.value)
+        for c in code:
+            tree = ast.parse(c.source)
+            assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) for n in ast.walk(tree)), \
+                f"{name}: logic belongs in empathy_utils, not in a notebook"
+        assert nb.metadata["kernelspec"]["name"] == "python3"
