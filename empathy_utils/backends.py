@@ -75,8 +75,12 @@ class ChatBackend:
 class LocalBackend(ChatBackend):
     """A transformers causal LM in this process (optionally with a PEFT adapter)."""
 
+    # Below this many shared tokens, computing the prefix separately is not worth it.
+    MIN_SHARED_PREFIX = 16
+
     def __init__(self, spec: str, adapter: str | os.PathLike | None = None, batch_size: int = 16,
-                 model=None, tokenizer=None, label: str | None = None, progress: bool = True):
+                 model=None, tokenizer=None, label: str | None = None, progress: bool = True,
+                 share_prefix: bool = True):
         from .models import load_model, load_tokenizer, model_label
 
         self.spec = spec
@@ -88,6 +92,7 @@ class LocalBackend(ChatBackend):
         self.name = label or f"local:{model_label(spec)}" + (f"+{Path(self.adapter).name}" if self.adapter else "")
         self.identity = f"local:{spec}" + (f":{_folder_digest(self.adapter)}" if self.adapter else "")
         self.progress = progress
+        self.share_prefix = share_prefix
 
     @property
     def supports_logprobs(self) -> bool:
@@ -108,17 +113,55 @@ class LocalBackend(ChatBackend):
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
-    def _pad(self, rows: list[list[int]]):
+    def _pad(self, rows: list[list[int]], prefix: list[int] | None = None):
+        """Left-pad ``rows``; with a shared ``prefix`` the layout is [prefix][pads][rest], so the
+        prefix's keys and values, computed once, serve every row (positions follow the mask)."""
         import torch
 
-        width = max(len(r) for r in rows)
+        prefix = prefix or []
+        rest = [r[len(prefix) :] for r in rows]
+        width = max(len(r) for r in rest)
         pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r) :] = 1
+        ids = torch.full((len(rows), len(prefix) + width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), len(prefix) + width), dtype=torch.long)
+        if prefix:
+            ids[:, : len(prefix)] = torch.tensor(prefix, dtype=torch.long)
+            mask[:, : len(prefix)] = 1
+        for i, r in enumerate(rest):
+            ids[i, ids.shape[1] - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, ids.shape[1] - len(r) :] = 1
         return ids, mask
+
+    def _shared_prefix(self, encoded: list[list[int]]) -> list[int]:
+        """The token prefix every conversation shares, less one token (each row keeps a token of its own)."""
+        if not self.share_prefix or len(encoded) < 2:
+            return []
+        shortest = min(len(e) for e in encoded)
+        n = 0
+        while n < shortest - 1 and all(e[n] == encoded[0][n] for e in encoded):
+            n += 1
+        return encoded[0][:n] if n >= self.MIN_SHARED_PREFIX else []
+
+    def _prefix_cache(self, prefix: list[int]):
+        import torch
+
+        if not prefix:
+            return None
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([prefix]), use_cache=True)
+        return out.past_key_values
+
+    @staticmethod
+    def _expand_cache(cache, n: int):
+        from transformers import DynamicCache
+
+        if cache is None:
+            return None
+        expanded = DynamicCache()
+        for i, layer in enumerate(cache.layers):
+            expanded.update(layer.keys.expand(n, -1, -1, -1).contiguous(),
+                            layer.values.expand(n, -1, -1, -1).contiguous(), i)
+        return expanded
 
     def chat(self, conversations, sampling: Sampling) -> list[Completion]:
         import torch
@@ -126,11 +169,13 @@ class LocalBackend(ChatBackend):
         encoded = self._encode(conversations)
         results: list[Completion | None] = [None] * len(encoded)
         eos = self.tokenizer.eos_token_id
+        prefix = self._shared_prefix(encoded)
+        prefix_cache = self._prefix_cache(prefix)
         batches = list(self._batches(encoded))
         for batch in tqdm(batches, desc=f"{self.name} generating", disable=not self.progress or len(batches) < 2):
-            ids, mask = self._pad([encoded[i] for i in batch])
+            ids, mask = self._pad([encoded[i] for i in batch], prefix)
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                          eos_token_id=eos)
+                          eos_token_id=eos, past_key_values=self._expand_cache(prefix_cache, len(batch)))
             if sampling.temperature > 0:
                 torch.manual_seed(sampling.seed)
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
@@ -160,10 +205,18 @@ class LocalBackend(ChatBackend):
             choice_ids[c] = ids[0]
         encoded = self._encode(conversations)
         results: list[dict | None] = [None] * len(encoded)
+        prefix = self._shared_prefix(encoded)
+        prefix_cache = self._prefix_cache(prefix)
         for batch in self._batches(encoded):
-            ids, mask = self._pad([encoded[i] for i in batch])
+            ids, mask = self._pad([encoded[i] for i in batch], prefix)
+            cache = self._expand_cache(prefix_cache, len(batch))
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+                if cache is None:
+                    logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+                else:
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
+                    logits = self.model(input_ids=ids[:, len(prefix) :], attention_mask=mask, past_key_values=cache,
+                                        position_ids=positions, use_cache=True).logits[:, -1, :]
             logp = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(batch):
                 results[i] = {c: float(logp[row, t]) for c, t in choice_ids.items()}

@@ -26,7 +26,9 @@ import yaml
 
 from .errors import ConfigError
 
+# Every stage, in execution order; a profile runs the subset listed in run.stages.
 STAGES = ("datasets", "sft", "dpo", "generate", "judge")
+CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
 STRATEGIES = (
     "naive",
@@ -48,6 +50,8 @@ class RunSettings:
     description: str = ""
     seed: int = 42
     output_root: str = "runs"
+    # The stages this run consists of (the book shows the chapters of these stages).
+    stages: list[str] = field(default_factory=lambda: list(CORE_STAGES))
 
 
 @dataclass
@@ -281,6 +285,12 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
         name = "teacher" if section is cfg.teacher else "judge"
         if section.backend == "openai" and not section.base_url:
             errors.append(f"{name}.base_url: required when {name}.backend is 'openai'")
+    unknown = [s for s in cfg.run.stages if s not in STAGES]
+    if unknown:
+        errors.append(f"run.stages: unknown stage(s) {unknown}; the stages are {list(STAGES)}")
+    missing_core = [s for s in CORE_STAGES if s not in cfg.run.stages]
+    if missing_core:
+        errors.append(f"run.stages: every run includes the core stages {list(CORE_STAGES)}; missing {missing_core}")
     if not cfg.run.name or "/" in cfg.run.name:
         errors.append(f"run.name: must be a non-empty folder name (got {cfg.run.name!r})")
     return errors

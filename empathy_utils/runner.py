@@ -65,12 +65,13 @@ def preflight(cfg: StudyConfig) -> dict[str, str]:
     return {str(path): sha256_file(path)}
 
 
-def resolve_stages(stages: list[str] | None) -> list[str]:
+def resolve_stages(cfg: StudyConfig, stages: list[str] | None) -> list[str]:
+    """The stages to execute now, in order: ``stages`` if given, else all of the run's stages."""
     if not stages:
-        return list(STAGES)
-    unknown = [s for s in stages if s not in STAGES]
+        return [s for s in STAGES if s in cfg.run.stages]
+    unknown = [s for s in stages if s not in cfg.run.stages]
     if unknown:
-        raise StudyError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
+        raise StudyError(f"stage(s) {unknown} are not part of this run (run.stages = {cfg.run.stages})")
     return [s for s in STAGES if s in stages]
 
 
@@ -83,7 +84,7 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
     run_dir_rel = cfg.run_dir
     run_dir = repo / run_dir_rel if not run_dir_rel.is_absolute() else run_dir_rel
     paths = RunPaths(run_dir)
-    chosen = resolve_stages(stages)
+    chosen = resolve_stages(cfg, stages)
     data_files = preflight(cfg)
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -142,18 +143,27 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
 BOOK_RUN_FOLDER = Path("book") / "run"
 
 
+# Prose chapters that cite a stage's notebook, by the stage they need.
+CHAPTER_NEEDS = {"book/results": "judge"}
+
+
 def stage_book_run(run_dir: Path, root: Path) -> Path:
-    """Copy a run's executed notebooks, figures and manifest to where the book's pages expect them."""
+    """Copy a run's executed notebooks, figures and manifest to where the book's pages expect them,
+    and write the table of contents for the stages this run has."""
     paths = RunPaths(run_dir)
     target = root / BOOK_RUN_FOLDER
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    missing = [nb for nb in STAGE_NOTEBOOKS.values() if not (paths.notebooks / nb).exists()]
+    manifest = read_manifest(run_dir)
+    planned = manifest.get("params", {}).get("run", {}).get("stages") or list(STAGES)
+    done = {s for s, rec in manifest.get("stages", {}).items() if rec.get("status") == "ok"}
+    missing = [s for s in planned if s not in done or not (paths.notebooks / STAGE_NOTEBOOKS[s]).exists()]
     if missing:
-        raise StudyError(f"{run_dir}: the run has not executed {', '.join(missing)}; run all stages before building the book")
-    for nb in STAGE_NOTEBOOKS.values():
-        shutil.copy2(paths.notebooks / nb, target / nb)
+        raise StudyError(f"{run_dir}: stage(s) {', '.join(missing)} have not finished; run them before building the book")
+    for stage in planned:
+        shutil.copy2(paths.notebooks / STAGE_NOTEBOOKS[stage], target / STAGE_NOTEBOOKS[stage])
+    write_toc(root, planned)
     if paths.figures.exists():
         shutil.copytree(paths.figures, target / "figures")
         shared = root / "figures" / run_dir.name
@@ -164,6 +174,19 @@ def stage_book_run(run_dir: Path, root: Path) -> Path:
         if src.exists():
             shutil.copy2(src, target / src.name)
     return target
+
+
+def write_toc(root: Path, stages: list[str]) -> Path:
+    """book/_toc.yml without the pages of stages this run did not have -> book/run/_toc.yml."""
+    toc = yaml.safe_load((root / "book" / "_toc.yml").read_text())
+    absent = {f"book/run/{Path(nb).stem}" for s, nb in STAGE_NOTEBOOKS.items() if s not in stages}
+    absent |= {page for page, stage in CHAPTER_NEEDS.items() if stage not in stages}
+    for part in toc.get("parts", []):
+        part["chapters"] = [c for c in part["chapters"] if c.get("file") not in absent]
+    toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
+    out = root / BOOK_RUN_FOLDER / "_toc.yml"
+    out.write_text(yaml.safe_dump(toc, sort_keys=False))
+    return out
 
 
 def build_book(run_dir: str | os.PathLike, root: str | os.PathLike | None = None, strict: bool = True,
@@ -178,7 +201,8 @@ def build_book(run_dir: str | os.PathLike, root: str | os.PathLike | None = None
         run_dir = repo_root() / run_dir
     stage_book_run(run_dir, root)
     jupyter_book = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
-    cmd = jupyter_book + ["build", str(root), "--toc", str(root / "book" / "_toc.yml")]
+    # --all: a fresh build every time; pages cite notebooks that change from run to run.
+    cmd = jupyter_book + ["build", str(root), "--all", "--toc", str(root / BOOK_RUN_FOLDER / "_toc.yml")]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     log(f"building the book from {run_dir} ...")

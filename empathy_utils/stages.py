@@ -202,7 +202,8 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge: PairwiseLLMJudg
 
 
 def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The win-rate table as the book shows it (percentages, CI, counts, judge)."""
+    """The win-rate table as the book shows it (percentages, CI, counts); the caller names the judge
+    in the caption (every row of one table comes from the same judge)."""
     def pct(x):
         return "—" if pd.isna(x) else f"{100 * x:.1f} %"
 
@@ -215,7 +216,6 @@ def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
         "W / T / L": [f"{w} / {t} / {l}" for w, t, l in zip(results["wins"], results["ties"], results["losses"])],
         "unparsed": results["unparsed"],
         "orders agree": results["position_consistency"].map(pct),
-        "judge": results["judge"],
     })
     return out.set_index("comparison")
 

@@ -54,3 +54,21 @@ def test_duplicate_conversations_in_one_call_are_asked_once(tiny_backend, tmp_pa
     convs = _convs(2) * 3
     out = cached.chat(convs, Sampling(max_new_tokens=3))
     assert cached.stats.new_calls == 2 and len(out) == 6
+
+
+def _shared_prefix_convs(n):
+    preamble = "Read the definitions first. " * 12
+    return [[{"role": "user", "content": f"{preamble}Speaker {i} says something {'long ' * i}today."}] for i in range(n)]
+
+
+def test_shared_prefix_gives_the_same_answers_and_probabilities(tiny_spec, tiny_backend):
+    plain = LocalBackend(tiny_spec, batch_size=1, progress=False, share_prefix=False,
+                         model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    convs = _shared_prefix_convs(5)
+    assert len(tiny_backend._shared_prefix(tiny_backend._encode(convs))) >= LocalBackend.MIN_SHARED_PREFIX
+    sampling = Sampling(max_new_tokens=6)
+    shared = tiny_backend.chat(convs, sampling)
+    single = plain.chat(convs, sampling)
+    assert [c.text for c in shared] == [c.text for c in single]
+    for a, b in zip(tiny_backend.choice_logprobs(convs, ["1", "2"]), plain.choice_logprobs(convs, ["1", "2"])):
+        assert a["1"] == pytest.approx(b["1"], abs=1e-4) and a["2"] == pytest.approx(b["2"], abs=1e-4)

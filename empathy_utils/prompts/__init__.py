@@ -136,3 +136,46 @@ def improvement_prompt(strategy: str) -> Prompt:
 
 BASE_PROMPT_ID = "base-response"
 JUDGE_PROMPT_ID = "judge-pairwise"
+
+
+PURPOSE_TITLES = {
+    "response": "Response prompts (the student's input)",
+    "improve": "Improvement prompts (the teacher)",
+    "dbt": "DBT-stage prompts",
+    "reasoning": "Empathy-reasoning prompt (PRIDE's teacher)",
+    "judge": "Judge prompts",
+}
+
+
+def _wrapped(text: str, width: int = 92) -> str:
+    """Wrap long lines for reading (display only: the hash covers the text as sent)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) if len(line) > width else line for line in text.splitlines())
+
+
+def library_markdown() -> str:
+    """Every prompt, expanded from its file, as MyST Markdown (the book's prompts chapter)."""
+    parts = []
+    by_purpose: dict[str, list[Prompt]] = {}
+    from ..config import STRATEGIES
+
+    order = {f"improve-{s}": i for i, s in enumerate(STRATEGIES)}
+    for p in sorted(all_prompts(), key=lambda p: (order.get(p.id, -1), p.id)):
+        by_purpose.setdefault(p.purpose, []).append(p)
+    for purpose in [k for k in PURPOSE_TITLES if k in by_purpose] + sorted(set(by_purpose) - set(PURPOSE_TITLES)):
+        parts.append(f"**{PURPOSE_TITLES.get(purpose, purpose)}**\n")
+        for p in by_purpose[purpose]:
+            fields = ", ".join(f"`{{{f}}}`" for f in p.fields)
+            body = [f"````{{admonition}} {p.id} · version {p.version} · sha256 {p.short_hash}",
+                    ":class: dropdown", "",
+                    f"{p.description} *Implements:* {p.paper}. *Filled per example:* {fields}.", ""]
+            if p.system:
+                body += ["System message:", "", "```text", _wrapped(p.system), "```", ""]
+            for i, turn in enumerate(p.turns, start=1):
+                if len(p.turns) > 1:
+                    body += [f"Turn {i} of {len(p.turns)}:", ""]
+                body += ["```text", _wrapped(turn), "```", ""]
+            body.append("````")
+            parts.append("\n".join(body) + "\n")
+    return "\n".join(parts)
