@@ -28,7 +28,7 @@ STAGE_NOTEBOOKS = {
     "sft": "02_sft.ipynb",
     "dpo": "03_dpo.ipynb",
     "generate": "04_generate.ipynb",
-    "judge": "05_judge.ipynb",
+    "judge": "06_judge.ipynb",
 }
 # The params each stage reads (a stage also depends on everything its predecessors read).
 STAGE_SECTIONS = {

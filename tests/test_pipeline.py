@@ -69,7 +69,7 @@ def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
     assert "pairwise local:tiny random Llama" in text
     assert re.search(r"win rate against\s+the base student is\s+\d+\.\d%", text)
     assert re.search(r"bootstrap CI\s+\d+\.\d%\s+–\s+\d+\.\d%", text)
-    assert (html / "book" / "run" / "05_judge.html").exists()
+    assert (html / "book" / "run" / "06_judge.html").exists()
     assert "winrates.png" in page
 
 
