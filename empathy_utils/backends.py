@@ -59,6 +59,8 @@ class ChatBackend:
 
     name: str = "backend"
     identity: str = "backend"
+    # How many conversations to hand over at once (a cache commits after each such chunk).
+    chunk_size: int = 64
 
     def chat(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
         raise NotImplementedError
@@ -93,6 +95,10 @@ class LocalBackend(ChatBackend):
         self.identity = f"local:{spec}" + (f":{_folder_digest(self.adapter)}" if self.adapter else "")
         self.progress = progress
         self.share_prefix = share_prefix
+
+    @property
+    def chunk_size(self) -> int:
+        return self.batch_size
 
     @property
     def supports_logprobs(self) -> bool:
@@ -248,6 +254,9 @@ class OpenAIBackend(ChatBackend):
         self.name = f"api:{model}"
         self.identity = f"openai:{base_url.rstrip('/')}:{model}"
         self.progress = progress
+        # Requests in flight together; the cache commits after each group, so an interrupted run
+        # loses at most this many answers.
+        self.chunk_size = self.max_concurrency
 
     def _one(self, conv: Conversation, sampling: Sampling) -> Completion:
         import openai
@@ -336,12 +345,13 @@ class CallStats:
 
 class CachedBackend(ChatBackend):
     """Answers from the cache where it can; asks the wrapped backend for the rest in chunks,
-    committing each chunk, so an interrupted run loses at most one chunk of work."""
+    committing each chunk, so an interrupted run loses at most one chunk of work (one batch for a
+    local model, ``max_concurrency`` requests for a server)."""
 
-    def __init__(self, inner: ChatBackend, cache: ResponseCache, chunk_size: int = 64):
+    def __init__(self, inner: ChatBackend, cache: ResponseCache, chunk_size: int | None = None):
         self.inner = inner
         self.cache = cache
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size or inner.chunk_size
         self.name = inner.name
         self.identity = inner.identity
         self.stats = CallStats()

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import distillation as dist
 from .artifacts import RunPaths
-from .backends import LocalBackend, Sampling, make_backend
+from .backends import CachedBackend, LocalBackend, Sampling, make_backend
 from .config import StudyConfig
 from .data import load_dialogues, subsample
 from .errors import StudyError
@@ -58,6 +58,7 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
     train, test, source = split_dialogues(cfg)
     d = cfg.dataset
     log = None
+    teacher = None
     teacher_name = None
     if d.method == "direct":
         sft, dpo = dist.direct_distillation(train, d.source_llm, d.construction)
@@ -73,6 +74,9 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
                                             d.sft_share, cfg.run.seed)
     dist.check_not_empty(sft, dpo, f"dataset {d.method}/{d.strategy}")
     card = dist.describe(d.method, d.strategy, d.construction, d.source_llm, teacher_name, sft, dpo, log, source)
+    if log is not None and isinstance(teacher, CachedBackend):
+        card["teacher_output"]["cache"] = {"new_calls": teacher.stats.new_calls,
+                                           "answered_from_cache": teacher.stats.from_cache}
     paths.data.mkdir(parents=True, exist_ok=True)
     Dataset.from_list(sft).save_to_disk(str(paths.sft_data))
     Dataset.from_list(dpo).save_to_disk(str(paths.dpo_data))

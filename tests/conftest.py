@@ -73,3 +73,13 @@ class ScriptedBackend(ChatBackend):
 @pytest.fixture
 def scripted_backend():
     return ScriptedBackend()
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_spec, tmp_path_factory):
+    """``transformers serve`` on 127.0.0.1 serving the tiny model: (base_url, model folder, access log)."""
+    from empathy_utils.serving import local_server
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with local_server(tiny_spec, log) as (url, folder):
+        yield url, folder, log
