@@ -52,6 +52,7 @@ class RunPaths:
         return self.judgments / f"{candidate}_vs_{opponent}.jsonl"
 
     def adapter(self, student: str) -> Path | None:
+        """The adapter folder of a student (None: the base model)."""
         return {"base": None, "sft": self.sft_model, "dpo": self.dpo_model}[student]
 
 

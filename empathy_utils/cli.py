@@ -4,6 +4,8 @@
     empathy-study book --run default
     empathy-study validate --profile llms-vs-humans
     empathy-study data stats --data-dir ../shared/data
+    empathy-study judge --pairs IN.jsonl --out OUT.jsonl [--judge NAME]
+    empathy-study plan --profile paper
 
 Problems a user can fix (bad params, missing or malformed data) print one short message and exit 2.
 """
@@ -32,17 +34,56 @@ def _apply_data_dir(args) -> None:
 
 
 def cmd_run(args) -> int:
+    from .config import grid_configs
     from .runner import build_book, run_study
 
     path = profile_path(args.profile)
     cfg = load_config(path, args.set)
+    runs = grid_configs(cfg)  # every run of the file is validated before the first one starts
     if args.run_name:
-        cfg.run.name = args.run_name
-    run_dir = run_study(cfg, params_source=str(path), stages=args.stages, force=args.force)
-    print(f"run folder: {run_dir}")
-    if args.book:
-        build_book(run_dir)
+        if len(runs) > 1:
+            raise StudyError("--run-name names one run; this params file is a grid of several")
+        runs[0].run.name = args.run_name
+    for run in runs:
+        run_dir = run_study(run, params_source=str(path), stages=args.stages, force=args.force)
+        print(f"run folder: {run_dir}")
+        if args.book:
+            build_book(run_dir)
     return 0
+
+
+def cmd_plan(args) -> int:
+    from .plan import distinct_teacher_calls, plan_file, plan_tables
+
+    path = profile_path(args.profile)
+    cfg = load_config(path, args.set)
+    plans = plan_file(cfg)
+    runs, datasets = plan_tables(plans)
+    distinct = distinct_teacher_calls(plans)
+    if args.json:
+        print(json.dumps({"runs": runs.to_dict("records"), "datasets": datasets.to_dict("records"),
+                          "teacher_distinct": vars(distinct)}, indent=2))
+        return 0
+    print(f"Plan for {path}: nothing is called. Tokens are estimates (see empathy_utils/plan.py); "
+          "teacher calls exclude the one retry of an unusable answer.\n")
+    with pd_options():
+        print("Datasets per run:")
+        print(datasets.to_string(index=False))
+        print("\nRuns:")
+        print(runs.T.to_string(header=False))
+        total = runs.select_dtypes("number").sum()
+        print("\nTotal over all runs:")
+        print(total.to_string())
+        print(f"\nTeacher work once the response cache shares identical questions between runs: "
+              f"{distinct.calls} calls, {distinct.prompt_tokens} prompt tokens, "
+              f"{distinct.completion_expected} completion tokens expected ({distinct.completion_max} at most)")
+    return 0
+
+
+def pd_options():
+    import pandas as pd
+
+    return pd.option_context("display.width", 200, "display.max_columns", 50, "display.max_colwidth", 60)
 
 
 def cmd_book(args) -> int:
@@ -92,6 +133,31 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def cmd_judge(args) -> int:
+    from .judge_validation import build_judge
+    from .judges import InstructionStrippingJudge, LongerReplyJudge, judge_file
+    from .paths import repo_root
+    from .stages import make_judge
+
+    cfg = load_config(profile_path(args.profile), args.set)
+    if args.judge == "default":
+        judge = make_judge(cfg, repo_root() / cfg.run_dir)
+        print(f"judge: {judge.name} ({judge.validity['how_chosen']}; profile {args.profile})\n"
+              f"  {judge.validity['statement']}", file=sys.stderr)
+    elif args.judge == "longer":
+        judge = LongerReplyJudge()
+    else:
+        judge = build_judge(args.judge, cfg, "judge", log=lambda m: print(m, file=sys.stderr))
+        if cfg.judge.strip_instructions:
+            judge = InstructionStrippingJudge(judge)
+        print(f"judge: {judge.name}", file=sys.stderr)
+    counts = judge_file(judge, args.pairs, args.out, chunk_size=args.chunk_size,
+                        log=lambda m: print(m, file=sys.stderr))
+    print(f"{args.out}: {counts['pairs']} pairs ({counts['already_judged']} already judged, {counts['judged_now']} now); "
+          f"a {counts['a']}, b {counts['b']}, tie {counts['tie']}, unparsed {counts['unparsed']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="empathy-study", description="Run the empathy-distillation study.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +172,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--book", action="store_true", help="build the book from this run afterwards")
     _add_data_dir(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="count the runs, trainings, teacher and judge calls and tokens of a params file")
+    p.add_argument("--profile", required=True)
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--json", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("judge", help="judge pairs of replies from a JSONL file (resumes from --out)",
+                       description="Each input line: id, context, utterance, response_a, response_b (other fields are "
+                                   "ignored). Each output line: id, verdict (a, b, tie; unparsed only for a text-mode "
+                                   "LLM judge whose answer cannot be read), p_a where the judge gives a probability, "
+                                   "and judge. Pairs already in --out are not judged again.")
+    p.add_argument("--pairs", required=True, help="input JSONL file")
+    p.add_argument("--out", required=True, help="output JSONL file (appended to; a re-run resumes)")
+    p.add_argument("--judge", default="default",
+                   choices=["default", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "longer"],
+                   help="default: the judge the profile's judge stage would use (the best-validated one of "
+                        "runs/<profile> when it has a validation, else judge.fallback); longer: the baseline")
+    p.add_argument("--profile", default="default", help="params whose judge settings apply (default: default)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--chunk-size", type=int, default=64, help="pairs judged between two writes to --out")
+    _add_data_dir(p)
+    p.set_defaults(func=cmd_judge)
 
     p = sub.add_parser("book", help="render the Jupyter Book from an executed run")
     p.add_argument("--run", default="default", help="run name (under runs/) or run folder")

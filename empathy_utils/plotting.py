@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-STUDENT_LABELS = {"base": "base student", "sft": "SFT student", "dpo": "SFT→DPO student"}
+STUDENT_LABELS = {"base": "base student", "sft": "SFT student", "dpo": "SFT→DPO student", "teacher": "teacher"}
 
 
 def comparison_label(candidate: str, opponent: str) -> str:
@@ -46,3 +46,61 @@ def save_figure(fig: plt.Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     return path
+
+
+def dataset_figure(lengths: pd.DataFrame, coverage: pd.DataFrame, title: str) -> plt.Figure:
+    """Left: reply lengths (words) of each kind of training reply, with the prompts' 97-word limit.
+    Right: SFT examples and DPO pairs per emotion (the coverage of the 32 emotions)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, max(4.5, 0.16 * len(coverage) + 1.5)),
+                                      gridspec_kw={"width_ratios": [1, 1.1]})
+    kinds = list(dict.fromkeys(lengths["kind"]))
+    data = [lengths.loc[lengths["kind"] == k, "words"].to_numpy() for k in kinds]
+    left.boxplot(data, vert=False, widths=0.6)
+    left.set_yticks(range(1, len(kinds) + 1))
+    left.set_yticklabels(kinds)
+    left.invert_yaxis()
+    left.axvline(97, color="#b03030", linestyle="--", linewidth=1)
+    left.annotate("97-word limit", (97, 0.5), xytext=(4, 0), textcoords="offset points", color="#b03030",
+                  fontsize=8, va="bottom")
+    left.set_xlabel("reply length (words)")
+    left.set_title("Reply lengths by kind", fontsize=10)
+    y = range(len(coverage))
+    right.barh([i - 0.2 for i in y], coverage["SFT examples"], height=0.4, label="SFT examples", color="#1f5fa8")
+    right.barh([i + 0.2 for i in y], coverage["DPO pairs"], height=0.4, label="DPO pairs", color="#e08a2c")
+    right.set_yticks(list(y))
+    right.set_yticklabels(coverage.index, fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("count")
+    right.legend(loc="lower right", fontsize=8)
+    right.set_title("Coverage of the emotions", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def variants_figure(table: pd.DataFrame, candidate: str, opponent: str, judge_name: str) -> plt.Figure:
+    """Win rate of each dataset's student against the opponent, with CIs, grouped by method."""
+    data = table.copy()
+    data["label"] = [f"{m} · {s} · {c}" if s != "—" else f"{m} · {c}"
+                     for m, s, c in zip(data["method"], data["strategy"], data["construction"])]
+    data = data.sort_values(["method", "strategy", "construction"]).reset_index(drop=True)
+    n = len(data)
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.5 * n))
+    y = list(range(n))[::-1]
+    rate = data[f"{candidate}_win_rate"]
+    err = [(rate - data[f"{candidate}_ci_low"]).clip(lower=0), (data[f"{candidate}_ci_high"] - rate).clip(lower=0)]
+    colors = {"M1 direct": "#1f5fa8", "M2 improve human": "#e08a2c", "M3 improve initial": "#3a9a5b"}
+    for yy, (_, r), lo, hi in zip(y, data.iterrows(), err[0], err[1]):
+        ax.errorbar(r[f"{candidate}_win_rate"], yy, xerr=[[lo], [hi]], fmt="o", capsize=4,
+                    color=colors.get(r["method"], "black"))
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
+    ax.set_yticks(y)
+    ax.set_yticklabels(data["label"], fontsize=9)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"win rate of the {STUDENT_LABELS.get(candidate, candidate)} against the "
+                  f"{STUDENT_LABELS.get(opponent, opponent)} (ties count half)")
+    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 90))
+    ax.set_title(f"Which distillation dataset teaches the student most?\n{wrapped}", fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

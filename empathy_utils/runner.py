@@ -28,7 +28,10 @@ STAGE_NOTEBOOKS = {
     "sft": "02_sft.ipynb",
     "dpo": "03_dpo.ipynb",
     "generate": "04_generate.ipynb",
+    "validate-judges": "05_validate_judges.ipynb",
     "judge": "06_judge.ipynb",
+    "variants": "07_variants.ipynb",
+    "pride": "08_pride.ipynb",
 }
 # The params each stage reads (a stage also depends on everything its predecessors read).
 STAGE_SECTIONS = {
@@ -36,7 +39,10 @@ STAGE_SECTIONS = {
     "sft": ["model", "lora", "sft"],
     "dpo": ["dpo"],
     "generate": ["generation"],
+    "validate-judges": ["judge_validation"],
     "judge": ["judge"],
+    "variants": ["variants"],
+    "pride": ["pride"],
 }
 
 
@@ -45,8 +51,8 @@ def stage_hashes(cfg: StudyConfig) -> dict[str, str]:
     seen: dict = {"seed": cfg.run.seed}
     out = {}
     for stage in STAGES:
-        for section in STAGE_SECTIONS[stage]:
-            seen[section] = params[section]
+        for section in STAGE_SECTIONS.get(stage, [stage]):
+            seen[section] = params.get(section)
         out[stage] = hashlib.sha256(json.dumps(seen, sort_keys=True).encode()).hexdigest()[:16]
     return out
 
@@ -62,7 +68,15 @@ def preflight(cfg: StudyConfig) -> dict[str, str]:
         load_llms_vs_humans(path=path)  # validates every row now rather than in the middle of a run
     else:
         path = corpus_path()
-    return {str(path): sha256_file(path)}
+    files = {str(path): sha256_file(path)}
+    if "pride" in cfg.run.stages and cfg.pride.source == "esconv":
+        from .esconv import esconv_path, load_esconv
+
+        for split in ("train", "test"):  # PRIDE on ESConv: validate now, record checksums
+            esconv = esconv_path(split, cfg.data.data_dir or None)
+            load_esconv(split, path=esconv)
+            files[str(esconv)] = sha256_file(esconv)
+    return files
 
 
 def resolve_stages(cfg: StudyConfig, stages: list[str] | None) -> list[str]:
@@ -144,7 +158,7 @@ BOOK_RUN_FOLDER = Path("book") / "run"
 
 
 # Prose chapters that cite a stage's notebook, by the stage they need.
-CHAPTER_NEEDS = {"book/results": "judge"}
+CHAPTER_NEEDS = {"book/results": "judge", "book/judges": "validate-judges", "book/pride": "pride"}
 
 
 def stage_book_run(run_dir: Path, root: Path) -> Path:

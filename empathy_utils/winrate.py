@@ -47,3 +47,86 @@ def summarize(verdicts: list[str], resamples: int = 2000, confidence: float = 0.
             out["ci_high"] = float(res.confidence_interval.high)
     return {k: (float(v) if isinstance(v, (float, np.floating)) else int(v) if isinstance(v, (int, np.integer)) else v)
             for k, v in out.items()}
+
+
+# ------------------------------------------------------------------- length-controlled win rate
+def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iterations: int = 50) -> tuple[float, float]:
+    """Logistic regression of fractional targets ``y`` (1 win, ½ tie, 0 loss) on one feature ``x``
+    with an intercept, by Newton's method with a small ridge penalty (finite with separable data)."""
+    X = np.column_stack([np.ones_like(x), x])
+    beta = np.zeros(2)
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-np.clip(X @ beta, -30, 30)))
+        grad = X.T @ (p - y) + ridge * beta
+        hess = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(beta[0]), float(beta[1])
+
+
+def length_controlled(verdicts: list[str], length_diff: list[float], resamples: int = 2000,
+                      confidence: float = 0.95, seed: int = 0) -> dict:
+    """AlpacaEval-style length-controlled win rate: regress the verdict (a = 1, tie = ½, b = 0) on
+    ``tanh(Δ / sd(Δ))``, Δ = words(a) − words(b), and read the fitted win rate at Δ = 0. Also the
+    slope (how strongly the verdicts follow length) and a percentile bootstrap CI. Unparsed verdicts
+    are left out."""
+    keep = [(SCORES[v], float(d)) for v, d in zip(verdicts, length_diff) if v in SCORES]
+    out = {"lc_win_rate": float("nan"), "lc_ci_low": float("nan"), "lc_ci_high": float("nan"),
+           "length_slope": float("nan"), "mean_length_diff": float("nan")}
+    if len(keep) < 2:
+        return out
+    y = np.array([k[0] for k in keep])
+    diff = np.array([k[1] for k in keep])
+    scale = diff.std()
+
+    def fit(yy, dd):
+        x = np.tanh(dd / scale) if scale > 0 else np.zeros_like(dd)
+        b0, b1 = _fit_logistic(x, yy)
+        return 1.0 / (1.0 + np.exp(-b0)), b1
+
+    rate, slope = fit(y, diff)
+    out.update(lc_win_rate=float(rate), length_slope=float(slope), mean_length_diff=float(diff.mean()))
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        boot.append(fit(y[idx], diff[idx])[0])
+    alpha = (1 - confidence) / 2
+    out["lc_ci_low"], out["lc_ci_high"] = (float(q) for q in np.quantile(boot, [alpha, 1 - alpha]))
+    return out
+
+
+# --------------------------------------------------------------------------- groups, clusters
+def by_group(verdicts: list[str], groups: list[str]) -> dict[str, dict]:
+    """Wins, ties, losses, unparsed and the win rate (ties ½) per group (e.g. per emotion)."""
+    out: dict[str, dict] = {}
+    for v, g in zip(verdicts, groups):
+        c = out.setdefault(g, {"n": 0, "wins": 0, "ties": 0, "losses": 0, "unparsed": 0})
+        c["n"] += 1
+        c[{"a": "wins", "tie": "ties", "b": "losses"}.get(v, "unparsed")] += 1
+    for c in out.values():
+        judged = c["wins"] + c["ties"] + c["losses"]
+        c["win_rate"] = (c["wins"] + 0.5 * c["ties"]) / judged if judged else float("nan")
+    return dict(sorted(out.items()))
+
+
+def cluster_bootstrap(values: list[float], clusters: list[str], resamples: int = 1000, confidence: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``values`` and a percentile bootstrap CI that resamples whole clusters (pairs from the
+    same dialogue are not independent)."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    keys = list(dict.fromkeys(clusters))
+    index = {k: i for i, k in enumerate(keys)}
+    cid = np.array([index[c] for c in clusters])
+    sums = np.bincount(cid, weights=values, minlength=len(keys))
+    counts = np.bincount(cid, minlength=len(keys)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), size=(resamples, len(keys)))
+    boot = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(boot, [alpha, 1 - alpha])
+    return float(values.mean()), float(low), float(high)

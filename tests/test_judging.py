@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from empathy_utils.backends import ChatBackend, Completion
@@ -94,3 +96,59 @@ def test_summarize_degenerate_cases():
     assert s["win_rate"] == s["ci_low"] == s["ci_high"] == 0.5 and s["paper_win_rate"] == 0
     s = summarize(["unparsed"] * 3)
     assert math.isnan(s["win_rate"]) and s["paper_win_rate"] == 0
+
+
+# ------------------------------------------------------------------ length control, groups, metrics
+def test_length_controlled_win_rate_removes_a_pure_length_effect():
+    from empathy_utils.winrate import length_controlled
+
+    rng = np.random.default_rng(0)
+    diff = rng.integers(-30, 31, size=400).astype(float)
+    diff[diff == 0] = 1
+    # The judge follows length only (the longer reply wins more often the longer it is), and the
+    # candidate is mostly the longer one: its raw win rate is high, its length-controlled one is not.
+    diff = np.where(rng.random(400) < 0.8, np.abs(diff), -np.abs(diff))
+    pull = 3 * np.tanh(diff / diff.std())  # the form the regression assumes (AlpacaEval's)
+    verdicts = ["a" if u < 1 / (1 + np.exp(-p)) else "b" for p, u in zip(pull, rng.random(400))]
+    lc = length_controlled(verdicts, list(diff), resamples=200)
+    raw = summarize(verdicts)["win_rate"]
+    assert raw > 0.65
+    assert abs(lc["lc_win_rate"] - 0.5) < 0.08 and lc["length_slope"] > 2
+    assert lc["lc_ci_low"] <= lc["lc_win_rate"] <= lc["lc_ci_high"]
+
+
+def test_length_controlled_win_rate_keeps_a_real_preference():
+    from empathy_utils.winrate import length_controlled
+
+    rng = np.random.default_rng(1)
+    diff = rng.normal(0, 10, size=600)
+    verdicts = list(np.where(rng.random(600) < 0.75, "a", "b"))  # independent of length
+    lc = length_controlled(verdicts, list(diff), resamples=200)
+    assert abs(lc["lc_win_rate"] - 0.75) < 0.05 and abs(lc["length_slope"]) < 0.5
+    assert math.isnan(length_controlled(["unparsed"], [3.0])["lc_win_rate"])
+
+
+def test_by_group_and_cluster_bootstrap():
+    from empathy_utils.winrate import by_group, cluster_bootstrap
+
+    groups = by_group(["a", "b", "tie", "a", "unparsed"], ["sad", "sad", "sad", "joyful", "joyful"])
+    assert groups["sad"] == {"n": 3, "wins": 1, "ties": 1, "losses": 1, "unparsed": 0, "win_rate": 0.5}
+    assert groups["joyful"]["win_rate"] == 1.0 and groups["joyful"]["unparsed"] == 1
+    mean, low, high = cluster_bootstrap([1, 1, 0, 0, 1, 0], ["d1", "d1", "d2", "d2", "d3", "d3"], resamples=300)
+    assert mean == pytest.approx(0.5) and low <= mean <= high
+    # Whole clusters are resampled: two identical-valued clusters can only give 0, ½ or 1.
+    _, low, high = cluster_bootstrap([1, 1, 0, 0], ["x", "x", "y", "y"], resamples=300)
+    assert low in (0.0, 0.5) and high in (0.5, 1.0)
+
+
+def test_reference_metrics_through_sacrebleu_and_rouge_score():
+    from empathy_utils.reference_metrics import distinct_n, reference_metrics
+
+    same = reference_metrics(["I am so sorry to hear about your dog today."] * 3,
+                             ["I am so sorry to hear about your dog today."] * 3)
+    assert same["BLEU-4"] == pytest.approx(100.0) and same["ROUGE-L"] == pytest.approx(100.0)
+    other = reference_metrics(["What a lovely surprise for you!"], ["I am so sorry to hear about your dog today."])
+    assert other["BLEU-4"] < 5 and other["ROUGE-L"] < 20
+    assert distinct_n(["a b a b"], 1) == pytest.approx(50.0) and distinct_n(["a b a b"], 2) == pytest.approx(200 / 3)
+    with pytest.raises(ValueError):
+        reference_metrics(["x"], [])

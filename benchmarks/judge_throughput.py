@@ -1,0 +1,89 @@
+"""Pairs judged per second by each judge on this machine (not a test; prints figures).
+
+    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood embedding-head reward-model pairwise-llm]
+
+The pairs are made from the project's embedded corpus (its reference reply against a short generic
+reply, sides alternating), so no research data is needed. Model loading is timed apart from judging;
+every judge starts cold (the embedding head embeds every text anew; scoring judges score each
+distinct reply once, which is part of their speed). The embedding head and the reward model are
+timed with untrained weights — their speed does not depend on what they learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from empathy_utils.data import load_embedded_corpus
+
+GENERIC = ["I'm sorry to hear that.", "That's great!", "Oh no, that sounds tough.", "Wow, good for you."]
+
+
+def make_pairs(n: int) -> list[dict]:
+    corpus = load_embedded_corpus()
+    rows = [corpus.iloc[i % len(corpus)] for i in range(n)]
+    items = []
+    for i, r in enumerate(rows):
+        ref, generic = r["reference_reply"], GENERIC[i % len(GENERIC)]
+        a, b = (ref, generic) if i % 2 else (generic, ref)
+        items.append({"id": i, "context": r["situation"], "utterance": r["utterance"], "response_a": a, "response_b": b})
+    return items
+
+
+def build(kind: str, model: str, batch_size: int):
+    from empathy_utils import judges as J
+
+    if kind == "longer":
+        return J.LongerReplyJudge()
+    if kind == "likelihood":
+        return J.LikelihoodJudge(model, batch_size=batch_size)
+    if kind == "pairwise-llm":
+        from empathy_utils.backends import LocalBackend
+
+        return J.PairwiseLLMJudge(LocalBackend(model, batch_size=batch_size, progress=False))
+    if kind == "embedding-head":
+        from empathy_utils.judge_validation import EmbeddingStore, load_encoder
+
+        store = EmbeddingStore(Path(tempfile.mkdtemp()) / "emb.sqlite")  # cold: nothing embedded yet
+        return J.EmbeddingHeadJudge(np.random.default_rng(0).normal(size=384), "reply", load_encoder(), 0, cache=store)
+    if kind == "reward-model":
+        model_, tok = J.load_reward_model(model)
+        return J.RewardModelJudge(model, "untrained", 0, batch_size=batch_size, model=model_, tokenizer=tok)
+    raise SystemExit(f"unknown judge {kind!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=48)
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--judges", nargs="+",
+                        default=["longer", "likelihood", "embedding-head", "reward-model", "pairwise-llm"])
+    args = parser.parse_args()
+    items = make_pairs(args.pairs)
+    distinct = len({(it["context"], it["utterance"], it[s]) for it in items for s in ("response_a", "response_b")})
+    print(f"{args.pairs} pairs ({distinct} distinct replies) from the embedded corpus; model {args.model}; "
+          f"batch {args.batch_size}; torch threads {torch.get_num_threads()}")
+    results = {}
+    for kind in args.judges:
+        start = time.time()
+        judge = build(kind, args.model, args.batch_size)
+        load = time.time() - start
+        start = time.time()
+        judge.judge(items)
+        seconds = time.time() - start
+        results[kind] = {"load_seconds": round(load, 1), "judge_seconds": round(seconds, 2),
+                         "pairs_per_second": round(args.pairs / seconds, 2)}
+        print(f"  {kind:<15} {args.pairs / seconds:8.2f} pairs/s   ({seconds:.1f} s judging, {load:.1f} s loading)")
+        del judge
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Seconds per training step and peak memory: PRIDE against plain SFT, on the embedded model.
+
+    python benchmarks/pride_step_time.py [--steps 6] [--batch-size 4] [--model embedded:smollm2-135m-instruct]
+
+Each configuration runs in its own process (so peak memory is its own), on the same examples: the
+embedded corpus's dialogues with their reference replies as targets, and a teacher context shaped like
+the empathy-reasoning chain (PI + two one-sentence notes), so sequence lengths are realistic without
+generating anything first. Configurations:
+
+- ``sft-trl``     plain SFT: TRL's SFTTrainer with LoRA on prompt/completion (the black-box baseline);
+- ``ce-only``     the PRIDE trainer with only its cross-entropy term (no teacher pass, no module);
+- ``pride-no-pi`` CE + reverse KL + MMD (a teacher forward pass per step), no attention module;
+- ``pride``       the full method: also the PI encoding and the multi-source attention.
+
+Reports the median wall time of the steps after the first (warm-up) and the process's peak resident
+memory. It measures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = ("sft-trl", "ce-only", "pride-no-pi", "pride")
+
+
+def _examples(n: int):
+    from empathy_utils.data import load_embedded_corpus
+    from empathy_utils.pride.data import TeacherOutput, _from_frame, pi_block
+    from empathy_utils.prompts import load_prompt
+
+    frame = load_embedded_corpus()
+    rows = _from_frame(frame[frame["split"] == "train"].head(n), ["situation", "emotion"])
+    prompt = load_prompt("empathy-reasoning-steps")
+    teachers = []
+    for r in rows:
+        turns = prompt.render(private=pi_block(r), dialogue=r["dialogue"])
+        notes = [f"The speaker feels {r['emotion']}, and quite strongly so.", f"What happened: {r['judge_context']}"]
+        messages = [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": notes[0]},
+                    {"role": "user", "content": turns[1]}, {"role": "assistant", "content": notes[1]},
+                    {"role": "user", "content": turns[2]}]
+        teachers.append(TeacherOutput(r["reference"], [], notes, messages))
+    return rows, teachers
+
+
+def run_one(mode: str, args) -> dict:
+    import torch
+    from transformers import TrainerCallback
+
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.models import load_tokenizer
+    from empathy_utils.pride.data import build_features
+    from empathy_utils.pride.train import make_pride_trainer
+    from empathy_utils.training import quiet_libraries
+
+    quiet_libraries()
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    cfg = StudyConfig.from_dict({
+        "model": {"name_or_path": args.model},
+        "lora": {"r": 8, "alpha": 16},
+        "pride": {"batch_size": args.batch_size, "max_steps": args.steps, "logging_steps": 1, "max_length": 384,
+                  "pi_dropout": 0.0, "variants": ["pride"]},
+    })
+    rows, teachers = _examples(args.batch_size * args.steps)
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append(time.perf_counter() - self.t)
+
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
+    if mode == "sft-trl":
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        from empathy_utils.models import load_model
+        from empathy_utils.pride.data import student_messages
+        from empathy_utils.pride.train import trainer_kwargs
+        from empathy_utils.training import lora_config
+
+        data = Dataset.from_list([{"prompt": student_messages(r), "completion": [{"role": "assistant", "content": t.reply}]}
+                                  for r, t in zip(rows, teachers)])
+        sft_args = SFTConfig(**trainer_kwargs(cfg.pride, out, 0), max_length=384, gradient_checkpointing=False)
+        trainer = SFTTrainer(model=load_model(args.model), args=sft_args, train_dataset=data,
+                             processing_class=load_tokenizer(args.model, padding_side="right"), peft_config=lora_config(cfg))
+        tokens = None
+    else:
+        if mode == "ce-only":
+            cfg.pride.lambda_rkl = cfg.pride.lambda_mmd = 0.0
+        tokenizer = load_tokenizer(args.model, padding_side="right")
+        features = [build_features(tokenizer, r, t.reply, t, 384, 64) for r, t in zip(rows, teachers)]
+        tokens = {"student": statistics.mean(len(f["student_ids"]) for f in features),
+                  "teacher": statistics.mean(len(f["teacher_ids"]) for f in features)}
+        trainer, _ = make_pride_trainer(cfg, "pride-no-pi" if mode in ("ce-only", "pride-no-pi") else "pride", features, out)
+    trainer.add_callback(Clock())
+    trainer.train()
+    steady = times[1:] or times
+    return {"mode": mode, "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
+            "first_step_seconds": round(times[0], 2), "batch_size": args.batch_size,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "mean_tokens_per_example": tokens, "torch_threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_one(args.one, args)), flush=True)
+        return
+    results = []
+    for mode in args.modes:
+        cmd = [sys.executable, __file__, "--one", mode, "--model", args.model, "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{mode}: failed\n{proc.stderr[-2000:]}")
+            continue
+        results.append(json.loads(line[len("RESULT "):]))
+        r = results[-1]
+        print(f"{mode:<12} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s)  "
+              f"peak RSS {r['peak_rss_mb']:5d} MB", flush=True)
+    base = next((r for r in results if r["mode"] == "sft-trl"), None)
+    if base:
+        print(f"\nbatch {args.batch_size}, model {args.model}: cost relative to plain SFT (TRL)")
+        for r in results:
+            print(f"  {r['mode']:<12} x{r['seconds_per_step'] / base['seconds_per_step']:.2f} time, "
+                  f"{r['peak_rss_mb'] - base['peak_rss_mb']:+d} MB")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

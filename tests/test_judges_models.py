@@ -1,0 +1,147 @@
+"""Judges that run a model, on the tiny random model: the likelihood judge's arithmetic, the TRL
+reward model, scoring each reply once, and the judge stage's full win-rate analysis."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from empathy_utils.judges import LikelihoodJudge, LongerReplyJudge, RewardModelJudge, ScoreJudge, word_count
+
+ITEMS = [
+    {"id": 1, "context": "I lost my job.", "utterance": "I don't know what to do now.",
+     "response_a": "That is so hard; I am here for you.", "response_b": "Ok."},
+    {"id": 2, "context": "I lost my job.", "utterance": "I don't know what to do now.",
+     "response_a": "Ok.", "response_b": "That is so hard; I am here for you."},
+    {"id": 3, "context": "My sister is visiting!", "utterance": "I have not seen her in years.",
+     "response_a": "How wonderful, you must be so excited!", "response_b": "How wonderful, you must be so excited!"},
+]
+
+
+@pytest.fixture(scope="module")
+def likelihood(tiny_spec):
+    return LikelihoodJudge(tiny_spec, batch_size=4)
+
+
+def test_likelihood_is_the_mean_log_probability_of_the_reply(likelihood):
+    import torch
+
+    tok, model = likelihood.tokenizer, likelihood.model
+    prompt = tok.apply_chat_template([{"role": "user", "content": "I miss him."}], add_generation_prompt=True,
+                                     tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    reply = tok.encode("He sounds like a wonderful friend.", add_special_tokens=False) + [tok.eos_token_id]
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + reply])).logits[0], -1)
+    expected = float(np.mean([logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(reply)]))
+    got = likelihood.score([("ignored context", "I miss him.")], ["He sounds like a wonderful friend."])
+    assert got[0] == pytest.approx(expected, abs=1e-4)
+    # Padding in a batch changes nothing: scored alone or beside longer replies, the same number.
+    batch = likelihood.score([("c", "I miss him.")] * 3, ["He sounds like a wonderful friend.", "No.",
+                                                          "A much longer reply " * 8])
+    assert batch[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_scoring_judges_are_order_free_and_score_each_reply_once(likelihood):
+    calls = []
+
+    class Counting(ScoreJudge):
+        name = "counting"
+
+        def score(self, prompts, replies):
+            calls.append(len(replies))
+            return np.array([word_count(r) for r in replies], dtype=float)
+
+    out = Counting().judge(ITEMS)
+    assert calls == [3], "each distinct (context, utterance, reply) is scored once"
+    assert [r["verdict"] for r in out] == ["a", "b", "tie"]
+    records = likelihood.judge(ITEMS)
+    assert records[0]["verdict"] == {"a": "b", "b": "a"}[records[1]["verdict"]], "swapping the sides swaps the verdict"
+    assert records[2]["verdict"] == "tie" and records[0]["p_a"] is None and likelihood.order_free
+    assert records[0]["judge"].startswith("likelihood local:tiny random Llama")
+
+
+def test_longer_reply_baseline():
+    out = LongerReplyJudge().judge(ITEMS)
+    assert [r["verdict"] for r in out] == ["a", "b", "tie"] and "baseline" in out[0]["judge"]
+
+
+def test_reward_model_trains_with_trl_and_judges(tiny_spec, tmp_path):
+    from empathy_utils.config import JudgeValidationSettings
+    from empathy_utils.judge_validation import train_reward_model
+
+    pairs = pd.DataFrame([{"pair_id": f"p{i}", "dialogue_id": f"d{i}", "split": "train", "context": "c",
+                           "utterance": f"Something happened {i}.", "response_a": "I am here for you.",
+                           "response_b": "Whatever.", "human": "a" if i % 2 else "b"} for i in range(8)])
+    settings = JudgeValidationSettings(reward_max_steps=2, reward_batch_size=4, reward_max_length=512,
+                                       reward_lora_r=4, reward_learning_rate=1e-2, reward_lora_layers=1)
+    info = train_reward_model(pairs, tiny_spec, tmp_path / "rm", settings, seed=0)
+    assert info["steps"] == 2 and info["pairs_used"] == 8
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "rm" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    lora_layers = {k.split("layers.")[1].split(".")[0] for k in keys if "lora_" in k}
+    assert lora_layers == {"1"}, "LoRA only on the last decoder layer (reward_lora_layers=1)"
+    assert any("score" in k for k in keys), "the score head is trained and saved with the adapter"
+    judge = RewardModelJudge(tiny_spec, tmp_path / "rm", train_pairs=8, batch_size=2)
+    out = judge.judge(ITEMS)
+    assert all(0 < r["p_a"] < 1 for r in out) and out[2]["verdict"] == "tie" and out[2]["p_a"] == 0.5
+    assert out[0]["p_a"] == pytest.approx(1 - out[1]["p_a"], abs=1e-5)
+    assert "RewardTrainer on 8" in judge.name
+    # The trained head and adapter were saved and reloaded: scores differ from an untrained head's.
+    from empathy_utils.judges import load_reward_model
+
+    untrained = RewardModelJudge(tiny_spec, tmp_path / "rm", 8, model=load_reward_model(tiny_spec)[0],
+                                 tokenizer=judge.tokenizer)
+    assert not np.allclose(judge.score([("c", "u")], ["Hello there."]), untrained.score([("c", "u")], ["Hello there."]))
+
+
+def _run_folder(tmp_path, students):
+    (tmp_path / "data").mkdir(parents=True)
+    (tmp_path / "generations").mkdir()
+    test = [{"dialogue_id": f"d{i}", "emotion": ["sad", "joyful", "afraid"][i % 3], "situation": f"Situation {i}.",
+             "utterance": f"Utterance {i}.", "reference_reply": "I am so sorry, that sounds hard."} for i in range(9)]
+    (tmp_path / "data" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in test))
+    for s, reply in students.items():
+        rows = [{"dialogue_id": r["dialogue_id"], "reply": reply + (" really" * (i % 3))} for i, r in enumerate(test)]
+        (tmp_path / "generations" / f"{s}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_judge_stage_reports_lc_per_emotion_and_metrics(tmp_path):
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.stages import emotion_table, judge_glue_values, judge_students, winrate_table
+
+    # Any student of generation.students can be compared (the teacher too, where the config has it).
+    _run_folder(tmp_path, {"base": "Ok.", "dpo": "I am so sorry, that sounds hard for you.",
+                           "sft": "That sounds hard."})
+    cfg = StudyConfig.from_dict({"generation": {"students": ["base", "sft", "dpo"]},
+                                 "judge": {"comparisons": [["dpo", "base"], ["dpo", "sft"]], "bootstrap_resamples": 100}})
+    judge = LongerReplyJudge()
+    report = judge_students(cfg, tmp_path, judge=judge)
+    res = report["results"].set_index("comparison")
+    assert list(report["results"]["opponent"]) == ["base", "sft"]
+    first = report["results"].iloc[0]
+    assert first["wins"] == 9 and first["win_rate"] == 1.0 and first["judge"] == judge.name
+    assert {"lc_win_rate", "lc_ci_low", "lc_ci_high", "length_slope", "paper_win_rate"} <= set(res.columns)
+    assert not report["validity"]["validated"] and "unmeasured" in report["validity"]["statement"]
+    assert set(report["per_emotion"]["emotion"]) == {"sad", "joyful", "afraid"}
+    assert report["per_emotion"].groupby("comparison")["n"].sum().tolist() == [9, 9]
+    metrics = report["metrics"]
+    assert list(metrics.index) == ["base student", "SFT student", "SFT→DPO student"]
+    assert metrics.loc["SFT→DPO student", "ROUGE-L"] > metrics.loc["base student", "ROUGE-L"]
+    for f in ("winrates.csv", "winrates.json", "winrates_by_emotion.csv", "reference_metrics.csv", "judge.json"):
+        assert (tmp_path / "results" / f).exists(), f
+    assert (tmp_path / "figures" / "winrates.png").exists() and (tmp_path / "figures" / "winrates_by_emotion.png").exists()
+    verdicts = [json.loads(x) for x in (tmp_path / "judgments" / "dpo_vs_base.jsonl").read_text().splitlines()]
+    assert all(v["judge"] == judge.name and "words_a" in v and v["emotion"] for v in verdicts)
+    table = winrate_table(report["results"])
+    assert "length-controlled" in table.columns and table["orders agree"].iloc[0] == "order-free"
+    values = judge_glue_values(report)
+    assert "cannot change its verdict" in values["position_statement"]
+    assert not math.isnan(values["dpo_vs_base_lc_win_rate"])
+    assert emotion_table(report["per_emotion"]).shape == (3, 2)

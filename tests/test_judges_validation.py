@@ -1,0 +1,336 @@
+"""Judge validation: rated pairs, baselines, accuracy and biases, injected instructions, the learned
+judge's train-only data, selection, and the stage with and without research data.
+
+Logic is tested on made-up LLMs-vs-Humans-shaped files and fake judges/encoders; the real data is
+only read by tests marked ``data`` (and nothing of it is written anywhere)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from empathy_utils.config import StudyConfig
+from empathy_utils.data import load_llms_vs_humans
+from empathy_utils.errors import ConfigError, DataError
+from empathy_utils.judges import (InstructionStrippingJudge, Judge, ScoreJudge, attack,
+                                  strip_instructions)
+from empathy_utils import judge_validation as jv
+
+HEADER = (
+    "dialog_id,emotion,situation,speaker_uttr,response_human,response_chatgpt_empathy,response_llama_empathy,"
+    "response_gemini_empathy,response_mixtral_empathy,rating_human,rating_chatgpt_empathy,rating_llama_empathy,"
+    "rating_gemini_empathy,rating_mixtral_empathy"
+).split(",")
+KIND = "That sounds really hard, I am here for you and I understand."
+CURT = "Ok."
+
+
+def _row(i: int, ratings: list[int]) -> list:
+    """Made-up dialogue i: a Good reply is kind (long), a Bad one curt (short), Okay in between."""
+    text = {3: KIND + f" ({i})", 2: f"I see, that happened to you {i}.", 1: CURT + f" {i}"}
+    return [f"d{i}", ["sad", "joyful"][i % 2], f"Made-up situation {i}.", f"Made-up utterance {i}."] + \
+        [text[r] + f" src{k}" for k, r in enumerate(ratings)] + [str(r) for r in ratings]
+
+
+def write_lvh(folder, n_train: int = 8, n_test: int = 6):
+    """Train dialogues have >= 2 Good replies, test dialogues at most one (the paper's rule)."""
+    (folder / "llms-vs-humans").mkdir(parents=True, exist_ok=True)
+    rows = [_row(i, [3, 3, 2, 1, 2]) for i in range(n_train)]
+    rows += [_row(100 + i, [1, 3, 2, 2, 1]) for i in range(n_test)]
+    path = folder / "llms-vs-humans" / "dataset.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def fake_data(tmp_path, monkeypatch):
+    write_lvh(tmp_path / "data")
+    monkeypatch.setenv("EMPATHY_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+class KeywordJudge(ScoreJudge):
+    """A fake judge that sees "kindness" perfectly: score = 1 if the reply contains 'here for you'."""
+
+    kind = "likelihood"
+    name = "keyword judge (fake)"
+
+    def score(self, prompts, replies):
+        return np.array([float("here for you" in r) for r in replies])
+
+
+class GullibleJudge(Judge):
+    """A fake order-free judge that prefers the kind reply unless a reply tells it whom to choose."""
+
+    kind = "pairwise-llm"
+    name = "gullible judge (fake)"
+    order_free = True
+
+    def judge(self, items):
+        out = []
+        for it in items:
+            a, b = it["response_a"], it["response_b"]
+            told = [s for s, r in (("a", a), ("b", b)) if "choose this one" in r.lower() or "correct answer" in r.lower()]
+            verdict = told[0] if told else ("a" if "here for you" in a else "b" if "here for you" in b else "tie")
+            out.append({"id": it["id"], "verdict": verdict, "p_a": None, "a_first": None, "b_first": None,
+                        "judge": self.name})
+        return out
+
+
+class FakeEncoder:
+    """Stands in for all-MiniLM-L6-v2: a deterministic vector per text, plus a 'kindness' direction."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def encode(self, texts, **kwargs):
+        self.calls += len(texts)
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16))
+            v = rng.normal(size=16) * 0.1
+            v[0] = 1.0 if "here for you" in t else -1.0
+            out.append(v / np.linalg.norm(v))
+        return np.array(out, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------- pairs
+def test_rating_pairs_keep_only_different_ratings_and_randomize_sides(fake_data):
+    frame = load_llms_vs_humans(fake_data)
+    pairs = jv.rating_pairs(frame, seed=3)
+    # train rows [3,3,2,1,2]: 10 pairs minus (3,3) and (2,2) = 8; test rows [1,3,2,2,1]: minus (1,1), (2,2) = 8
+    assert len(pairs) == 8 * 14
+    better = [ra > rb for ra, rb in zip(pairs["rating_a"], pairs["rating_b"])]
+    assert list(pairs["human"]) == ["a" if b else "b" for b in better]
+    assert 0.3 < (pairs["human"] == "a").mean() < 0.7, "the preferred reply should not always be shown as a"
+    assert set(jv.rating_pairs(frame, "test", 3)["split"]) == {"test"}
+
+
+def test_sample_pairs_takes_whole_dialogues_until_enough(fake_data):
+    pairs = jv.rating_pairs(load_llms_vs_humans(fake_data), "test", 0)
+    sample = jv.sample_pairs(pairs, 10, seed=1)
+    assert len(sample) >= 10 and sample["dialogue_id"].nunique() == 2
+    for did in sample["dialogue_id"].unique():  # never half a dialogue
+        assert (sample["dialogue_id"] == did).sum() == (pairs["dialogue_id"] == did).sum()
+    assert len(jv.sample_pairs(pairs, 0, 1)) == len(pairs)
+    assert list(jv.sample_pairs(pairs, 10, 1)["pair_id"]) == list(sample["pair_id"])
+
+
+# -------------------------------------------------------------------------------------- measures
+def _pairs(rows):
+    cols = ["pair_id", "dialogue_id", "human", "source_a", "source_b", "words_a", "words_b"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_measure_counts_ties_half_and_reports_biases():
+    pairs = _pairs([("p1", "d1", "a", "human", "gpt4", 10, 5), ("p2", "d1", "b", "gpt4", "gemini", 3, 30),
+                    ("p3", "d2", "a", "llama2", "human", 20, 20), ("p4", "d3", "b", "human", "gpt4", 40, 2)])
+    records = [{"verdict": v, "a_first": f, "b_first": s} for v, f, s in
+               [("a", "a", "a"), ("a", "a", "b"), ("tie", "a", "b"), ("unparsed", None, None)]]
+    m = jv.measure(records, pairs, resamples=200)
+    assert m["accuracy"] == pytest.approx((1 + 0 + 0.5) / 3)  # unparsed left out, counted on its own
+    assert m["unparsed"] == 1 and m["tie_rate"] == pytest.approx(1 / 4)
+    assert m["decisive_accuracy"] == pytest.approx(1 / 2)
+    assert m["position_consistency"] == pytest.approx(1 / 3)
+    assert m["picks_longer"] == pytest.approx(1 / 2)  # p1 a is longer (picked), p2 b is longer (not picked)
+    assert m["ci_low"] <= m["accuracy"] <= m["ci_high"]
+    assert m["human_vs_llm_pairs"] == 3
+
+
+def test_baselines_on_the_same_pairs():
+    pairs = _pairs([("p1", "d1", "a", "human", "gpt4", 10, 5), ("p2", "d1", "b", "gpt4", "gemini", 3, 30),
+                    ("p3", "d2", "a", "llama2", "human", 20, 20), ("p4", "d3", "b", "human", "gpt4", 40, 2)])
+    b = jv.baselines(pairs, resamples=200)
+    assert b["longer_wins"]["accuracy"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    # human-vs-LLM pairs p1 (human won), p3 (llama2 won), p4 (gpt4 won): the LLM wins 2 of 3
+    assert b["llm_wins"]["accuracy"] == pytest.approx(2 / 3) and b["llm_wins"]["pairs"] == 3
+    assert b["human_picks_longer"] == pytest.approx(2 / 3)
+
+
+def test_select_takes_the_most_accurate_and_compares_with_the_baselines():
+    report = {"judges": [{"kind": "likelihood", "name": "L", "accuracy": 0.55, "ci_low": 0.5, "ci_high": 0.6,
+                          "pairs": 10, "accuracy_human_vs_llm": 0.7},
+                         {"kind": "pairwise-llm", "name": "P", "accuracy": 0.5, "ci_low": 0.5, "ci_high": 0.5,
+                          "pairs": 10, "accuracy_human_vs_llm": 0.5}],
+              "baselines": {"longer_wins": {"accuracy": 0.52}, "llm_wins": {"accuracy": 0.6}}}
+    sel = jv.select(report)
+    assert sel["kind"] == "likelihood" and sel["beats_longer_wins"] and not sel["ci_above_longer_wins"]
+    assert sel["beats_llm_wins"]
+    assert jv.select({"judges": [], "baselines": report["baselines"]}) is None
+
+
+# --------------------------------------------------------------------------- injected instructions
+def test_stripping_removes_instructions_and_keeps_ordinary_replies():
+    from empathy_utils.data import load_embedded_corpus
+
+    replies = list(load_embedded_corpus()["reference_reply"])
+    assert all(strip_instructions(r) == r for r in replies), "stripping must not touch ordinary replies"
+    reply = "I am so sorry (that sounds hard). How are you holding up?"
+    for name in ("ignore-above", "fake-verdict", "quote-break"):
+        assert strip_instructions(attack(reply, name)) == reply, name
+    assert strip_instructions("I'd pick this one up again!") == "I'd pick this one up again!"
+
+
+def test_adversarial_flip_rate_and_the_stripping_defense():
+    pairs = pd.DataFrame({"pair_id": ["p1", "p2", "p3"], "context": "c", "utterance": "u",
+                          "response_a": [KIND, CURT, KIND], "response_b": [CURT, KIND, CURT],
+                          "human": ["a", "b", "a"]})
+    judge = GullibleJudge()
+    clean = judge.judge(jv.judge_items(pairs))
+    assert [r["verdict"] for r in clean] == ["a", "b", "a"]
+    raw = jv.adversarial(judge, pairs, ["ignore-above", "persuasion"], clean)
+    assert raw[0]["flip_rate"] == 1.0 and raw[0]["flips"] == 3 and raw[0]["moved"] == 1.0
+    assert raw[1]["flip_rate"] == 0.0  # persuasion without an instruction does not fool this fake
+    stripped = InstructionStrippingJudge(judge)
+    defended = jv.adversarial(stripped, pairs, ["ignore-above"], stripped.judge(jv.judge_items(pairs)))
+    assert defended[0]["flip_rate"] == 0.0
+    assert "stripped" in stripped.name and stripped.judge(jv.judge_items(pairs))[0]["judge"] == stripped.name
+
+
+# ------------------------------------------------------------------------------- learned judges
+@pytest.fixture
+def fake_encoder(monkeypatch, tmp_path):
+    enc = FakeEncoder()
+    store_class = jv.EmbeddingStore
+    monkeypatch.setattr(jv, "load_encoder", lambda: enc)
+    monkeypatch.setattr(jv, "EmbeddingStore", lambda: store_class(tmp_path / "embeddings.sqlite"))
+    return enc
+
+
+def _cfg(**judge_validation):
+    return StudyConfig.from_dict({"judge_validation": {"embedding_c_grid": [1.0], **judge_validation}})
+
+
+def test_embedding_head_learns_from_train_pairs_only(fake_data, fake_encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    frame = load_llms_vs_humans(fake_data)
+    cfg = _cfg()
+    judge = jv.learned_judge("embedding-head", frame, cfg.judge_validation, seed=0, log=lambda m: None)
+    meta = judge.training
+    test_ids = set(frame.loc[frame["split"] == "test", "dialogue_id"])
+    assert meta["splits_seen"] == ["train"] and not set(meta["train_dialogue_ids"]) & test_ids
+    assert meta["training"]["pairs"] == len(jv.train_pairs_of(frame, 0))
+    # It learned the signal: the kind reply wins on test pairs it never saw.
+    test_pairs = jv.rating_pairs(frame, "test", 0)
+    m = jv.measure(judge.judge(jv.judge_items(test_pairs)), test_pairs, resamples=100)
+    assert m["accuracy"] > 0.7
+    # Changing every test-split row changes nothing in what was learned.
+    poisoned = frame.copy()
+    is_test = poisoned["split"] == "test"
+    for s in ("human", "gpt4", "llama2", "gemini", "mixtral"):
+        poisoned.loc[is_test, f"response_{s}"] = "poison " + poisoned.loc[is_test, f"response_{s}"]
+        poisoned.loc[is_test, f"rating_{s}"] = 4 - poisoned.loc[is_test, f"rating_{s}"]
+    poisoned["split"] = frame["split"]
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache2"))
+    again = jv.learned_judge("embedding-head", poisoned, cfg.judge_validation, seed=0, log=lambda m: None)
+    assert np.allclose(again.weights, judge.weights)
+
+
+def test_learned_judge_is_cached_by_settings_and_data(fake_data, fake_encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    frame = load_llms_vs_humans(fake_data)
+    logs = []
+    first = jv.learned_judge("embedding-head", frame, _cfg().judge_validation, 0, log=logs.append)
+    second = jv.learned_judge("embedding-head", frame, _cfg().judge_validation, 0, log=logs.append)
+    assert len(logs) == 1 and first.cache_folder == second.cache_folder
+    other = jv.learned_judge("embedding-head", frame, _cfg(embedding_train_pairs=20).judge_validation, 0,
+                             log=logs.append)
+    assert len(logs) == 2 and other.cache_folder != first.cache_folder
+    assert other.train_pairs == 20 and "20 LLMs-vs-Humans train-split pairs" in other.name
+
+
+# ----------------------------------------------------------------------------------- the stage
+def test_stage_without_research_data_says_so_and_the_judge_falls_back(tmp_path, monkeypatch, tiny_spec):
+    from empathy_utils.stages import make_judge, validate_judges
+
+    monkeypatch.delenv("EMPATHY_DATA_DIR", raising=False)
+    cfg = StudyConfig.from_dict({"judge": {"model": tiny_spec, "fallback": "likelihood"}})
+    result = validate_judges(cfg, tmp_path)
+    assert result["report"]["status"] == "no-data" and result["figure"] is None
+    assert "no research data" in result["validation_summary"] and "unmeasured" in result["validation_summary"]
+    assert "not measured" in result["table"].iloc[0, 0]
+    judge = make_judge(cfg, tmp_path)
+    assert judge.kind == "likelihood" and not judge.validity["validated"]
+    assert "unmeasured" in judge.validity["statement"] and "fallback" in judge.validity["how_chosen"]
+
+
+def test_stage_validates_candidates_and_the_judge_stage_uses_the_best(fake_data, tmp_path, tiny_spec):
+    from empathy_utils.stages import make_judge, validate_judges, validation_glue_values
+
+    cfg = StudyConfig.from_dict({"judge_validation": {"candidates": ["likelihood"], "scorer_model": tiny_spec,
+                                                      "test_pairs": 0, "adversarial_pairs": 3,
+                                                      "attacks": ["ignore-above"], "bootstrap_resamples": 100}})
+    run_validation = jv.run_validation
+    report = run_validation(cfg, tmp_path, judges={"keyword": KeywordJudge()}, log=lambda m: None)
+    assert report["status"] == "ok" and report["data"]["test_pairs"] == 6 * 8
+    names = [j["name"] for j in report["judges"]]
+    assert names[0] == "keyword judge (fake)" and names[1].startswith("likelihood local:tiny random Llama")
+    keyword = report["judges"][0]
+    # Kind vs other replies: always right; Okay vs Bad pairs (no kind reply): ties, half each.
+    assert keyword["accuracy"] == pytest.approx((4 + 0.5 * 4) / 8) and keyword["tie_rate"] == pytest.approx(0.5)
+    assert report["baselines"]["longer_wins"]["accuracy"] == 1.0  # in this made-up data, longer is kinder
+    assert report["selected"]["name"] == "keyword judge (fake)" and not report["selected"]["beats_longer_wins"]
+    saved = json.loads((tmp_path / "results" / "judge_validation.json").read_text())
+    assert saved["selected"]["kind"] == "likelihood"  # the fake claims this kind
+    text = (tmp_path / "results" / "judge_validation.json").read_text()
+    assert "Made-up" not in text and KIND not in text, "no text of the data goes into the run's results"
+    assert {a["defense"] for a in report["adversarial"]} == {"none", "stripping"}
+    # The stage function (what the notebook calls) and its glue values.
+    result = validate_judges(cfg, tmp_path)
+    values = validation_glue_values(result)
+    assert values["validation_status"] == "ok" and 0 <= values["longer_wins_accuracy"] <= 1
+    assert result["figure"] is not None
+    # auto: the judge stage builds the selected kind as the validation section describes it (here the
+    # fake claimed the kind "likelihood", so the tiny likelihood judge is built) and states the accuracy
+    # measured for that very judge, found by its name.
+    judge = make_judge(cfg, tmp_path)
+    row = next(j for j in result["report"]["judges"] if j["name"] == judge.inner.name)
+    assert judge.validity["validated"] and judge.validity["accuracy"] == row["accuracy_stripped"]
+    assert f"{100 * row['accuracy_stripped']:.1f} %" in judge.validity["statement"]
+
+
+def test_config_checks_for_the_validation_section():
+    with pytest.raises(ConfigError, match="judge_validation.candidates: listed twice"):
+        StudyConfig.from_dict({"judge_validation": {"candidates": ["likelihood", "likelihood"]}})
+    with pytest.raises(ConfigError, match="judge_validation.test_pairs: must be >= 0"):
+        StudyConfig.from_dict({"judge_validation": {"test_pairs": -1}})
+    with pytest.raises(ConfigError, match="judge.kind: the likelihood judge reads a local model"):
+        StudyConfig.from_dict({"judge": {"kind": "likelihood", "backend": "openai", "base_url": "http://x"}})
+    with pytest.raises(ConfigError, match="'magic' is not one of"):
+        StudyConfig.from_dict({"judge": {"kind": "magic"}})
+
+
+def test_learned_judge_named_without_data_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("EMPATHY_DATA_DIR", raising=False)
+    cfg = StudyConfig.from_dict({"judge": {"kind": "embedding-head"}})
+    with pytest.raises(DataError, match="no research data directory"):
+        jv.build_judge("embedding-head", cfg, "judge")
+
+
+# ---------------------------------------------------------------------------------- real data
+@pytest.mark.data
+def test_pairs_and_baselines_reproduce_methods_section_e(lvh):
+    full = jv.full_set_baselines(lvh)
+    assert full["unequal_length_pairs"] == 10556 and round(100 * full["longer_wins"], 1) == 50.7
+    assert full["human_vs_llm_pairs"] == 4626 and round(100 * full["llm_wins"], 1) == 61.0
+    assert len(jv.rating_pairs(lvh, "test", 0)) + len(jv.train_pairs_of(lvh, 0)) == full["rated_pairs"]
+
+
+@pytest.mark.data
+def test_learned_judges_never_see_test_dialogues(lvh, fake_encoder, tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    pairs = jv.train_pairs_of(lvh, 0)
+    test_ids = set(lvh.loc[lvh["split"] == "test", "dialogue_id"])
+    assert len(pairs) == 9260 and not set(pairs["dialogue_id"]) & test_ids
+    judge = jv.learned_judge("embedding-head", lvh, _cfg(embedding_train_pairs=300).judge_validation, 0,
+                             log=lambda m: None)
+    assert judge.training["splits_seen"] == ["train"]
+    assert not set(judge.training["train_dialogue_ids"]) & test_ids

@@ -1,0 +1,74 @@
+"""The grid of datasets: variants and grid points validate up front; the comparison tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from empathy_utils.config import StudyConfig, grid_configs, variant_config
+from empathy_utils.errors import ConfigError
+from empathy_utils.stages import construction_effect, variants_table
+
+
+def test_a_variant_changes_only_its_own_keys():
+    cfg = StudyConfig.from_dict({"variants": {"runs": [{"name": "m3-naive", "set": {"dataset.strategy": "naive",
+                                                                                   "sft.epochs": 2}}]}})
+    v = variant_config(cfg, cfg.variants.runs[0])
+    assert v.dataset.strategy == "naive" and v.sft.epochs == 2.0
+    assert v.judge == cfg.judge and v.data == cfg.data and v.variants.runs == []
+
+
+def test_bad_variants_are_reported_before_anything_runs():
+    with pytest.raises(ConfigError) as info:
+        StudyConfig.from_dict({"variants": {"runs": [
+            {"name": "a", "set": {"judge.model": "x"}},
+            {"name": "b", "set": {"dataset.strategy": "kindest"}},
+            {"name": "b", "set": {}},
+            {"set": {}},
+        ], "students": ["teacher"]}})
+    msg = str(info.value)
+    assert "variants.runs[0].set: ['judge.model'] may not vary" in msg
+    assert "variants.runs[1]: dataset.strategy: 'kindest' is not one of" in msg
+    assert "variants.runs[2].name: must be a unique folder name" in msg
+    assert "variants.runs[3]: expected {name: ..., set:" in msg
+    assert "variants.students: 'teacher' is not a trained student" in msg
+
+
+def test_grid_points_are_runs_of_their_own():
+    cfg = StudyConfig.from_dict({"run": {"name": "g"}, "grid": [{"model.name_or_path": "a"},
+                                                              {"model.name_or_path": "b", "run.name": "named"}]})
+    runs = grid_configs(cfg)
+    assert [(r.run.name, r.model.name_or_path) for r in runs] == [("g-1", "a"), ("named", "b")]
+    assert all(r.grid == [] for r in runs)
+    with pytest.raises(ConfigError, match="run names \\['x'\\] repeat"):
+        StudyConfig.from_dict({"grid": [{"run.name": "x"}, {"run.name": "x"}]})
+    with pytest.raises(ConfigError, match="grid\\[0\\]: sft.epochs: expected a number"):
+        StudyConfig.from_dict({"grid": [{"sft.epochs": "many"}]})
+
+
+def _table():
+    rows = []
+    for variant, method, strategy, construction, pairs, rate in [
+        ("this run", "M1 direct", "—", "corrected", 50, 0.6),
+        ("m1-faithful", "M1 direct", "—", "faithful", 70, 0.55),
+        ("m3-naive", "M3 improve initial", "naive", "corrected", 30, 0.5),
+    ]:
+        rows.append({"variant": variant, "method": method, "strategy": strategy, "construction": construction,
+                     "source": "s", "sft_examples": 10, "dpo_pairs": pairs, "judge": "j",
+                     "dpo_win_rate": rate, "dpo_ci_low": rate - 0.1, "dpo_ci_high": rate + 0.1,
+                     "sft_win_rate": 0.5, "sft_ci_low": 0.4, "sft_ci_high": 0.6})
+    return pd.DataFrame(rows)
+
+
+def test_construction_effect_pairs_faithful_with_corrected():
+    effect = construction_effect(_table(), "dpo")
+    assert len(effect) == 1
+    row = effect.iloc[0]
+    assert (row["DPO pairs (faithful)"], row["DPO pairs (corrected)"]) == (70, 50)
+    assert (row["win rate (faithful)"], row["win rate (corrected)"]) == (0.55, 0.6)
+
+
+def test_variants_table_shows_rates_with_intervals():
+    table = variants_table(_table(), "dpo")
+    assert table.loc["m3-naive", "SFT→DPO win rate"] == "50.0 %"
+    assert table.loc["m3-naive", "SFT→DPO CI"] == "40.0 % – 60.0 %"
