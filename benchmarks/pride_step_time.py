@@ -86,12 +86,11 @@ def run_one(mode: str, args) -> dict:
 
         from empathy_utils.models import load_model
         from empathy_utils.pride.data import student_messages
-        from empathy_utils.pride.train import trainer_kwargs
-        from empathy_utils.training import lora_config
+        from empathy_utils.training import lora_config, trainer_arguments
 
         data = Dataset.from_list([{"prompt": student_messages(r), "completion": [{"role": "assistant", "content": t.reply}]}
                                   for r, t in zip(rows, teachers)])
-        sft_args = SFTConfig(**trainer_kwargs(cfg.pride, out, 0), max_length=384, gradient_checkpointing=False)
+        sft_args = SFTConfig(**trainer_arguments(cfg.pride, out, 0), max_length=384)
         trainer = SFTTrainer(model=load_model(args.model), args=sft_args, train_dataset=data,
                              processing_class=load_tokenizer(args.model, padding_side="right"), peft_config=lora_config(cfg))
         tokens = None

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from empathy_utils.artifacts import read_manifest
-from empathy_utils.config import STAGES, load_config, profile_path
+from empathy_utils.config import load_config, profile_path
 from empathy_utils.paths import repo_root
 from empathy_utils.runner import build_book, run_study
 
@@ -40,7 +40,7 @@ def main() -> None:
         build_book(run_dir, root=root)
         book_seconds = time.time() - t
     stages = read_manifest(run_dir)["stages"]
-    rows = [(s, stages[s]["seconds"]) for s in STAGES]
+    rows = [(s, stages[s]["seconds"]) for s in cfg.run.stages]
     print(f"\nprofile {args.profile}: wall time per stage (each includes starting its notebook kernel)")
     for name, sec in rows:
         print(f"  {name:<10} {sec:7.1f} s")

@@ -28,7 +28,7 @@ from .errors import ConfigError
 
 # Every stage, in execution order; a profile runs the subset listed in run.stages.
 STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
-CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge", "variants")
+CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
 STRATEGIES = (
     "naive",

@@ -345,7 +345,7 @@ def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: J
     from trl import RewardConfig, RewardTrainer
 
     from .judges import load_reward_model
-    from .training import _quiet, quiet_libraries
+    from .training import quiet_libraries, quiet_trainer
 
     quiet_libraries()
     rows = []
@@ -376,7 +376,7 @@ def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: J
     start = time.time()
     with warnings.catch_warnings():  # deprecation notices of the libraries, not of this code
         warnings.simplefilter("ignore", FutureWarning)
-        trainer = _quiet(RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+        trainer = quiet_trainer(RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                        peft_config=lora))
         trainer.train()
         trainer.model.save_pretrained(str(out_dir))

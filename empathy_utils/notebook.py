@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
+
+# Executed pages are read as a book: keep dependency notices out of them. tqdm's hint to install
+# ipywidgets (a static page cannot show widgets anyway) and the deprecation notices that TRL and PEFT
+# trigger inside transformers 5 say nothing about this study.
+warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.* is deprecated", category=FutureWarning)
 
 # Tables in the book show whole cells (judge names are long and must not be cut).
 pd.set_option("display.max_colwidth", None)

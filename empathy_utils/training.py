@@ -19,22 +19,17 @@ import time
 from pathlib import Path
 
 from .artifacts import RunPaths
-from .config import DPOSettings, SFTSettings, StudyConfig, load_config
+from .config import StudyConfig, load_config
 from .errors import StudyError
 
 
-def _device_kwargs(settings: SFTSettings | DPOSettings) -> dict:
+def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
+    """The TrainingArguments every trainer of the study shares (SFT, DPO and PRIDE's students), from
+    any settings section with batch_size, learning_rate, epochs, max_steps, warmup and logging_steps:
+    CPU unless a GPU is present, no checkpoints, no progress bars in the executed notebooks."""
     import torch
 
     on_gpu = torch.cuda.is_available()
-    return dict(
-        use_cpu=not on_gpu,
-        bf16=settings.bf16 and on_gpu,
-        gradient_checkpointing=settings.gradient_checkpointing,
-    )
-
-
-def _common_args(settings: SFTSettings | DPOSettings, output_dir: Path, seed: int) -> dict:
     warmup = settings.warmup if settings.warmup < 1 else int(settings.warmup)
     return dict(
         output_dir=str(output_dir / "trainer"),
@@ -46,12 +41,14 @@ def _common_args(settings: SFTSettings | DPOSettings, output_dir: Path, seed: in
         lr_scheduler_type=settings.lr_scheduler_type,
         warmup_steps=warmup,
         logging_steps=settings.logging_steps,
-        max_length=settings.max_length,
         seed=seed,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        **_device_kwargs(settings),
+        use_cpu=not on_gpu,
+        bf16=getattr(settings, "bf16", False) and on_gpu,
+        # transformers 5's name for gradient checkpointing
+        activation_checkpointing=getattr(settings, "gradient_checkpointing", False),
     )
 
 
@@ -67,7 +64,8 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
-def _quiet(trainer):
+def quiet_trainer(trainer):
+    """No per-step printing: the executed notebook shows a table of the training log instead."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)
@@ -125,8 +123,8 @@ def train_sft(cfg: StudyConfig, run_dir: str | Path) -> dict:
     data = data.map(to_prompt_completion, remove_columns=data.column_names)
     model = load_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = SFTConfig(**_common_args(cfg.sft, paths.sft_model, cfg.run.seed))
-    trainer = _quiet(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+    args = SFTConfig(**trainer_arguments(cfg.sft, paths.sft_model, cfg.run.seed), max_length=cfg.sft.max_length)
+    trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
     start = time.time()
     trainer.train()
@@ -148,9 +146,10 @@ def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     data = load_from_disk(str(paths.dpo_data)).select_columns(["prompt", "chosen", "rejected"])
     model = load_model(cfg.model.name_or_path, adapter=paths.sft_model, trainable_adapter=True)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = DPOConfig(**_common_args(cfg.dpo, paths.dpo_model, cfg.run.seed), beta=cfg.dpo.beta,
+    args = DPOConfig(**trainer_arguments(cfg.dpo, paths.dpo_model, cfg.run.seed), max_length=cfg.dpo.max_length,
+                     beta=cfg.dpo.beta,
                      loss_type=[cfg.dpo.loss_type])
-    trainer = _quiet(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
+    trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                                 processing_class=tokenizer))
     start = time.time()
     trainer.train()

@@ -11,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from empathy_utils.backends import Completion
 from empathy_utils.config import StudyConfig, load_config, profile_path
 from empathy_utils.errors import ConfigError
 from empathy_utils.models import load_model

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import PI_FIELDS, PrideSettings, StudyConfig
 from ..errors import StudyError
+from ..training import quiet_trainer, trainer_arguments
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 
@@ -43,35 +44,6 @@ def variant_settings(variant: str, p: PrideSettings) -> tuple[PrideSettings, boo
     if variant == "pride":
         return p, True
     raise ValueError(f"{variant!r} is not a PRIDE-family variant ({', '.join(PRIDE_FAMILY)})")
-
-
-def trainer_kwargs(p: PrideSettings, output_dir: Path, seed: int) -> dict:
-    on_gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir / "trainer"),
-        per_device_train_batch_size=p.batch_size,
-        gradient_accumulation_steps=p.gradient_accumulation_steps,
-        learning_rate=p.learning_rate,
-        num_train_epochs=p.epochs,
-        max_steps=p.max_steps,
-        lr_scheduler_type=p.lr_scheduler_type,
-        warmup_steps=p.warmup if p.warmup < 1 else int(p.warmup),
-        logging_steps=p.logging_steps,
-        seed=seed,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        use_cpu=not on_gpu,
-        bf16=False,
-    )
-
-
-def _quiet(trainer):
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    return trainer
 
 
 # ----------------------------------------------------------------------------------- teacher
@@ -204,8 +176,8 @@ def make_pride_trainer(cfg: StudyConfig, variant: str, features: list[dict], out
     teacher = make_teacher(cfg, lm, tokenizer)
     student = build_student(lm, p, len(PI_FIELDS), use_module, teacher.width)
     collator = PrideCollator(tokenizer.pad_token_id, p.pi_dropout, use_module, cfg.run.seed)
-    args = TrainingArguments(**trainer_kwargs(p, out_dir, cfg.run.seed), remove_unused_columns=False, label_names=[])
-    trainer = _quiet(PrideTrainer(model=student, args=args, train_dataset=features, data_collator=collator,
+    args = TrainingArguments(**trainer_arguments(p, out_dir, cfg.run.seed), remove_unused_columns=False, label_names=[])
+    trainer = quiet_trainer(PrideTrainer(model=student, args=args, train_dataset=features, data_collator=collator,
                                   optimizers=(_optimizer(student, p), None), teacher=teacher, settings=p))
     return trainer, tokenizer
 
@@ -270,8 +242,8 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
     rows = [{"prompt": student_messages(e), "completion": [{"role": "assistant", "content": t}]}
             for e, t in zip(examples, targets)]
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = SFTConfig(**trainer_kwargs(p, out_dir, cfg.run.seed), max_length=p.max_length, gradient_checkpointing=False)
-    trainer = _quiet(SFTTrainer(model=load_model(cfg.model.name_or_path), args=args, train_dataset=Dataset.from_list(rows),
+    args = SFTConfig(**trainer_arguments(p, out_dir, cfg.run.seed), max_length=p.max_length)
+    trainer = quiet_trainer(SFTTrainer(model=load_model(cfg.model.name_or_path), args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
     trainer.train()
@@ -293,13 +265,13 @@ def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], ou
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="left")
     model = load_model(cfg.model.name_or_path)
     rows = [{"prompt": student_messages(e), "privileged_context": c} for e, c in zip(examples, privileged)]
-    kwargs = trainer_kwargs(p, out_dir, cfg.run.seed)
+    kwargs = trainer_arguments(p, out_dir, cfg.run.seed)
     args = SDFTConfig(**kwargs, num_generations=p.sdft_num_generations,
                       max_completion_length=p.sdft_max_completion_length, max_prompt_length=p.max_length,
                       distillation_topk=min(p.sdft_distillation_topk, len(tokenizer)), temperature=p.sdft_temperature,
                       teacher_prompt_template=p.sdft_teacher_template, teacher_model_kind="base",
-                      gradient_checkpointing=False)
-    trainer = _quiet(SDFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      )
+    trainer = quiet_trainer(SDFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                  processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
     trainer.train()
