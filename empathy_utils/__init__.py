@@ -48,6 +48,7 @@ _LAZY = {
     "training_table": "stages",
     "run_variants": "stages",
     "variants_table": "stages",
+    "variants_heatmap": "plotting",
     "construction_effect": "stages",
     "glue_values": "notebook",
     "glue_winrates": "notebook",

@@ -59,6 +59,28 @@ def sha256_file(path: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- LLMs-vs-Humans
+def jsonl_records(path: str | Path):
+    """Yield ``(where, line_no, record)`` for each non-blank line of a JSONL file, where ``where``
+    ("<file>, line N") starts every error message about that record. A missing file, text that is
+    not UTF-8 or a line that is not JSON stops with a DataError naming the file and the line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}, line {line_no}"
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                yield where, line_no, record
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 def lvh_csv_path(data_dir: str | Path | None = None) -> Path:
     folder = resolve_data_dir(data_dir, need=LVH_FOLDER) / LVH_FOLDER
     path = folder / LVH_FILE

@@ -15,10 +15,10 @@ the problem type, the seeker's emotion type and the strategy the human supporter
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
+from .data import jsonl_records
 from .errors import DataError
 from .paths import resolve_data_dir
 
@@ -88,22 +88,7 @@ def load_esconv(split: str, data_dir: str | Path | None = None, path: str | Path
     """One split as a list of dialogues (dicts: dialogue_id, split, situation, problem_type,
     emotion_type, experience_type, turns [{speaker: seeker|supporter, text, strategy}], survey)."""
     path = Path(path) if path else esconv_path(split, data_dir)
-    dialogues = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}, line {line_no}"
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-                dialogues.append(_dialogue(rec, where, split, line_no))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    dialogues = [_dialogue(rec, where, split, line_no) for where, line_no, rec in jsonl_records(path)]
     if not dialogues:
         raise DataError(f"{path}: no dialogues (expected one JSON object per line)")
     return dialogues

@@ -448,40 +448,30 @@ PAIR_FIELDS = ("id", "context", "utterance", "response_a", "response_b")
 
 def read_pairs(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file of pairs to judge; every problem names the file and the line."""
+    from .data import jsonl_records
     from .errors import DataError
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
     items, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: expected a JSON object with fields {', '.join(PAIR_FIELDS)}")
-            missing = [k for k in PAIR_FIELDS if k not in rec]
-            if missing:
-                raise DataError(f"{where}: missing field(s) {', '.join(missing)} (each line needs "
-                                f"{', '.join(PAIR_FIELDS)}; other fields are ignored)")
-            if not isinstance(rec["id"], (str, int)) or isinstance(rec["id"], bool):
-                raise DataError(f"{where}, field id: expected a string or an integer, got {rec['id']!r}")
-            for k in PAIR_FIELDS[1:]:
-                if not isinstance(rec[k], str):
-                    raise DataError(f"{where}, field {k}: expected text, got {type(rec[k]).__name__} {rec[k]!r}")
-            for k in ("response_a", "response_b"):
-                if not rec[k].strip():
-                    raise DataError(f"{where}, field {k}: empty reply")
-            key = str(rec["id"])
-            if key in seen:
-                raise DataError(f"{where}, field id: {rec['id']!r} already used on line {seen[key]}")
-            seen[key] = line_no
-            items.append({k: rec[k] for k in PAIR_FIELDS})
+    for where, line_no, rec in jsonl_records(path):
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected a JSON object with fields {', '.join(PAIR_FIELDS)}")
+        missing = [k for k in PAIR_FIELDS if k not in rec]
+        if missing:
+            raise DataError(f"{where}: missing field(s) {', '.join(missing)} (each line needs "
+                            f"{', '.join(PAIR_FIELDS)}; other fields are ignored)")
+        if not isinstance(rec["id"], (str, int)) or isinstance(rec["id"], bool):
+            raise DataError(f"{where}, field id: expected a string or an integer, got {rec['id']!r}")
+        for k in PAIR_FIELDS[1:]:
+            if not isinstance(rec[k], str):
+                raise DataError(f"{where}, field {k}: expected text, got {type(rec[k]).__name__} {rec[k]!r}")
+        for k in ("response_a", "response_b"):
+            if not rec[k].strip():
+                raise DataError(f"{where}, field {k}: empty reply")
+        key = str(rec["id"])
+        if key in seen:
+            raise DataError(f"{where}, field id: {rec['id']!r} already used on line {seen[key]}")
+        seen[key] = line_no
+        items.append({k: rec[k] for k in PAIR_FIELDS})
     return items
 
 

@@ -3,6 +3,7 @@ asks nothing twice; a key given through the environment never reaches a file or 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -45,6 +47,22 @@ def _cached_rows(cache_dir: Path) -> int:
         return 0
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the runner and everything it started. The notebook kernel runs in a session of its
+    own (jupyter_client starts it so), so killing the runner's process group alone would leave it
+    answering prompts while the resumed run starts."""
+    family = [proc.pid] + [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    for pid in family[1:]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(timeout=10)
+
+
 @pytest.mark.slow
 def test_killed_teacher_run_resumes_without_repeating_calls(tiny_server, tmp_path):
     url, folder, log = tiny_server
@@ -60,8 +78,7 @@ def test_killed_teacher_run_resumes_without_repeating_calls(tiny_server, tmp_pat
         assert proc.poll() is None, "the run finished before it could be interrupted"
         assert time.time() < deadline, "the teacher never answered"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its notebook kernel, mid-run
-    proc.wait()
+    _kill_tree(proc)  # the runner and its notebook kernel, mid-run
     answered_at_kill = _cached_rows(cache)
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

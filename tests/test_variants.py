@@ -72,3 +72,18 @@ def test_variants_table_shows_rates_with_intervals():
     table = variants_table(_table(), "dpo")
     assert table.loc["m3-naive", "SFT→DPO win rate"] == "50.0 %"
     assert table.loc["m3-naive", "SFT→DPO CI"] == "40.0 % – 60.0 %"
+
+
+def test_heatmap_places_each_corrected_dataset_in_its_method_and_strategy_cell():
+    from empathy_utils.plotting import variants_heatmap
+
+    fig = variants_heatmap(_table(), "base", "judge-x")
+    sft_ax, dpo_ax = fig.axes[:2]
+    assert [t.get_text() for t in sft_ax.get_yticklabels()] == ["M1 direct", "M3 improve initial"]
+    assert [t.get_text() for t in dpo_ax.get_xticklabels()] == ["rated replies", "naive"]
+    grid = dpo_ax.get_images()[0].get_array()
+    assert grid[0, 0] == 0.6 and grid[1, 1] == 0.5  # the faithful M1 dataset (0.55) is not in this panel
+    cells = [t.get_text() for t in dpo_ax.texts]
+    assert "60 %\n[50–70]" in cells and cells.count("n/a") == 2 and cells.count("not built") == 0
+    assert "judge-x" in fig._suptitle.get_text()
+    assert "SFT→DPO student vs base student" == dpo_ax.get_title() and "SFT student" in sft_ax.get_title()
