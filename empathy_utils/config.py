@@ -30,6 +30,8 @@ from .errors import ConfigError
 STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
 CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
+# Replies that come with LLMs-vs-Humans test dialogues: usable as opponents without generating anything.
+DATA_REPLIERS = ("human", *SOURCE_LLMS)
 STRATEGIES = (
     "naive",
     "all-three",
@@ -175,7 +177,10 @@ class DPOSettings:
 @dataclass
 class GenerationSettings:
     """Students answering the test dialogues with the base prompt P0 in their chat template.
-    ``teacher`` adds the teacher's own answers, to compare the students with it."""
+    ``teacher`` adds the teacher's own answers, to compare the students with it. On LLMs-vs-Humans,
+    ``human``, ``gpt4``, ``llama2``, ``gemini`` and ``mixtral`` add the replies those authors wrote for
+    the same test dialogues (taken from the data, nothing generated): the students head to head with
+    the LLMs the paper distils from."""
 
     students: list[str] = field(default_factory=lambda: ["base", "sft", "dpo"])
     batch_size: int = 16
@@ -445,10 +450,12 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
         if getattr(cfg.data, k) < 0:
             errors.append(f"data.{k}: must be >= 0 (0 = all rows)")
     # "teacher": the teacher's own answers to the test dialogues (with the same prompt P0).
-    known_students = {"base", "sft", "dpo", "teacher"}
+    known_students = {"base", "sft", "dpo", "teacher", *DATA_REPLIERS}
     for s in cfg.generation.students:
         if s not in known_students:
             errors.append(f"generation.students: unknown student {s!r}; choose from {sorted(known_students)}")
+        elif s in DATA_REPLIERS and cfg.data.source != "llms-vs-humans":
+            errors.append(f"generation.students: {s!r} replies come from LLMs-vs-Humans; data.source is {cfg.data.source!r}")
     for i, pair in enumerate(cfg.judge.comparisons):
         if len(pair) != 2 or pair[0] == pair[1]:
             errors.append(f"judge.comparisons[{i}]: must be two different students, got {pair}")
@@ -801,6 +808,7 @@ def profile_path(profile: str, params_dir: str | Path | None = None) -> Path:
 
 __all__ = [
     "STAGES",
+    "DATA_REPLIERS",
     "StudyConfig",
     "RunSettings",
     "ModelSettings",

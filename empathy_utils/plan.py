@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import distillation as dist
-from .config import StudyConfig, grid_configs, variant_config
+from .config import DATA_REPLIERS, StudyConfig, grid_configs, variant_config
 from .data import load_dialogues, subsample
 from .prompts import BASE_PROMPT_ID, JUDGE_PROMPT_ID, improvement_prompt, load_prompt
 
@@ -131,7 +131,8 @@ def plan_run(cfg: StudyConfig, counter: _Counter, frame: pd.DataFrame) -> RunPla
         })
     # Generation: every student of the run, and each variant's students, answer every test dialogue.
     test_prompt_tokens = sum(p0_tokens[i] for i in test["dialogue_id"])
-    answering = len(cfg.generation.students) + len(cfg.variants.runs) * len(cfg.variants.students)
+    generated = [s for s in cfg.generation.students if s not in DATA_REPLIERS]  # data replies cost nothing
+    answering = len(generated) + len(cfg.variants.runs) * len(cfg.variants.students)
     plan.generation_calls.add(answering * len(test), answering * test_prompt_tokens,
                               answering * expected_reply * len(test), answering * cfg.generation.max_new_tokens * len(test))
     if "teacher" in cfg.generation.students:

@@ -8,7 +8,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-STUDENT_LABELS = {"base": "base student", "sft": "SFT student", "dpo": "SFT→DPO student", "teacher": "teacher"}
+STUDENT_LABELS = {
+    "base": "base student", "sft": "SFT student", "dpo": "SFT→DPO student", "teacher": "teacher",
+    # replies that LLMs-vs-Humans holds for the test dialogues
+    "human": "human listener (data)", "gpt4": "GPT-4 (data)", "llama2": "LLaMA-2-70B (data)",
+    "gemini": "Gemini-1.0-Pro (data)", "mixtral": "Mixtral-8x7B (data)",
+}
 
 
 def comparison_label(candidate: str, opponent: str) -> str:

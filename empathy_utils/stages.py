@@ -15,7 +15,7 @@ import pandas as pd
 from . import distillation as dist
 from .artifacts import RunPaths
 from .backends import CachedBackend, LocalBackend, Sampling, make_backend
-from .config import StudyConfig
+from .config import DATA_REPLIERS, StudyConfig
 from .data import load_dialogues, subsample
 from .errors import StudyError
 from .judges import position_consistency
@@ -80,7 +80,11 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
     paths.data.mkdir(parents=True, exist_ok=True)
     Dataset.from_list(sft).save_to_disk(str(paths.sft_data))
     Dataset.from_list(dpo).save_to_disk(str(paths.dpo_data))
-    test_rows = test[["dialogue_id", "emotion", "situation", "utterance", "reference_reply"]].to_dict("records")
+    # The test dialogues, with the replies the data holds for them (LLMs-vs-Humans: the human's and
+    # the four LLMs'), so those can be judged against the students without being generated.
+    columns = ["dialogue_id", "emotion", "situation", "utterance", "reference_reply"]
+    columns += [f"response_{s}" for s in DATA_REPLIERS if f"response_{s}" in test]
+    test_rows = test[columns].to_dict("records")
     dist.save_jsonl(test_rows, paths.test_data)
     card["counts"]["test_dialogues"] = len(test_rows)
     paths.card.write_text(json.dumps(card, indent=2))
@@ -179,6 +183,11 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     sampling = Sampling(cfg.generation.max_new_tokens, cfg.generation.temperature, seed=cfg.run.seed)
     summary = []
     for student in cfg.generation.students:
+        if student in DATA_REPLIERS:
+            rows = data_replies(test, student, paths.test_data)
+            dist.save_jsonl(rows, paths.generation_file(student))
+            summary.append(_reply_summary(student, rows))
+            continue
         if student == "teacher":
             # The teacher answers like a student (same prompt and token limit), through its own backend.
             backend = make_backend(cfg.teacher, cache_path=response_cache_path(), batch_size=cfg.generation.batch_size)
@@ -192,12 +201,27 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
                  "reply": clean_reply(a.text), "raw": a.text, "finish_reason": a.finish_reason,
                  "tokens": a.completion_tokens} for r, a in zip(test, answers)]
         dist.save_jsonl(rows, paths.generation_file(student))
-        words = [len(x["reply"].split()) for x in rows]
-        summary.append({"student": student, "replies": len(rows), "mean words": sum(words) / max(1, len(words)),
-                        "cut at token limit": sum(x["finish_reason"] == "length" for x in rows),
-                        "empty": sum(not x["reply"] for x in rows)})
+        summary.append(_reply_summary(student, rows))
         del backend
     return pd.DataFrame(summary).set_index("student")
+
+
+def _reply_summary(student: str, rows: list[dict]) -> dict:
+    words = [len(x["reply"].split()) for x in rows]
+    return {"student": student, "replies": len(rows), "mean words": sum(words) / max(1, len(words)),
+            "cut at token limit": sum(x["finish_reason"] == "length" for x in rows),
+            "empty": sum(not x["reply"] for x in rows)}
+
+
+def data_replies(test: list[dict], author: str, source: Path) -> list[dict]:
+    """The replies ``author`` (human, gpt4, ...) wrote for the test dialogues, as the data holds them."""
+    key = f"response_{author}"
+    missing = [r["dialogue_id"] for r in test if not r.get(key)]
+    if missing:
+        raise StudyError(f"{source}: no {key} for dialogue {missing[0]!r} ({len(missing)} in all); the {author!r} "
+                         "replies exist only in LLMs-vs-Humans; re-run the datasets stage")
+    return [{"dialogue_id": r["dialogue_id"], "emotion": r["emotion"], "student": author, "reply": r[key],
+             "raw": r[key], "finish_reason": "data", "tokens": None} for r in test]
 
 
 # -------------------------------------------------------------------------------------- judging
@@ -320,6 +344,8 @@ def _metrics_table(cfg: StudyConfig, paths: RunPaths, test: dict, replies: dict)
 
         rows = []
         for student, by_id in replies.items():
+            if student == "human":
+                continue  # the human replies are the references themselves
             ids = [d for d in test if d in by_id]
             rows.append({"student": STUDENT_LABELS.get(student, student),
                          **reference_metrics([by_id[d] for d in ids], [test[d]["reference_reply"] for d in ids])})
@@ -333,7 +359,8 @@ def _metrics_table(cfg: StudyConfig, paths: RunPaths, test: dict, replies: dict)
 def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     """Judge every configured comparison on the test dialogues; write verdicts, win rates (W/T/L,
     bootstrap CI, the paper's definition, length-controlled), per-emotion win rates, reference
-    metrics and figures. Any student of generation.students can be compared (base, sft, dpo, teacher)."""
+    metrics and figures. Any student of generation.students can be compared (base, sft, dpo, teacher, and on
+    LLMs-vs-Humans the replies of the data: human, gpt4, llama2, gemini, mixtral)."""
     from .judge_figures import emotion_figure, winrate_figure
     from .judges import word_count
     from .winrate import by_group, length_controlled

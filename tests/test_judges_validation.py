@@ -334,3 +334,44 @@ def test_learned_judges_never_see_test_dialogues(lvh, fake_encoder, tmp_path, mo
                              log=lambda m: None)
     assert judge.training["splits_seen"] == ["train"]
     assert not set(judge.training["train_dialogue_ids"]) & test_ids
+
+
+# ------------------------------------------------------- students against the replies in the data
+def test_students_meet_the_replies_the_data_holds_head_to_head(tmp_path, monkeypatch):
+    from empathy_utils.stages import build_datasets, generate_replies, judge_students
+
+    data = tmp_path / "data"
+    (data / "llms-vs-humans").mkdir(parents=True)
+    with open(data / "llms-vs-humans" / "dataset.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)  # train: two Good replies (M1 needs SFT rows and DPO pairs); test: only GPT-4 Good
+        train = [_row(i, [3, 3, 2, 1, 2] if i % 2 else [1, 3, 3, 2, 1]) for i in range(8)]
+        w.writerows(train + [_row(100 + i, [1, 3, 2, 2, 1]) for i in range(6)])
+    monkeypatch.setenv("EMPATHY_DATA_DIR", str(data))
+
+    cfg = StudyConfig.from_dict({
+        "data": {"source": "llms-vs-humans", "train_rows": 0, "test_rows": 0},
+        "dataset": {"method": "direct"},
+        "generation": {"students": ["gpt4", "human", "mixtral"]},
+        "judge": {"comparisons": [["gpt4", "human"], ["mixtral", "gpt4"]]},
+    })
+    run = tmp_path / "run"
+    build_datasets(cfg, run)
+    summary = generate_replies(cfg, run)  # nothing to generate: every reply comes from the CSV
+    assert list(summary.index) == ["gpt4", "human", "mixtral"] and (summary["replies"] == 6).all()
+    frame = load_llms_vs_humans(data)
+    gpt4 = dict(zip(frame["dialogue_id"], frame["response_gpt4"]))
+    saved = [json.loads(line) for line in (run / "generations" / "gpt4.jsonl").read_text().splitlines()]
+    assert all(r["reply"] == gpt4[r["dialogue_id"]] for r in saved)
+
+    report = judge_students(cfg, run, judge=KeywordJudge())
+    by = report["results"].set_index("comparison")
+    # Test rows rate human 1 (curt), GPT-4 3 (kind), Mixtral 1: the keyword judge sees it every time.
+    assert by.loc["GPT-4 (data) vs human listener (data)", "win_rate"] == 1.0
+    assert by.loc["Mixtral-8x7B (data) vs GPT-4 (data)", "win_rate"] == 0.0
+    assert "human listener (data)" not in report["metrics"].index  # the references themselves
+
+
+def test_data_replies_need_the_data_that_holds_them():
+    with pytest.raises(ConfigError, match="gpt4.*LLMs-vs-Humans"):
+        StudyConfig.from_dict({"generation": {"students": ["base", "gpt4"]}})
