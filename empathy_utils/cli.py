@@ -93,6 +93,10 @@ def cmd_book(args) -> int:
     run = Path(args.run)
     if not run.exists():
         run = repo_root() / "runs" / args.run
+    if not run.exists() and (repo_root() / "notebooks" / "params" / f"{args.run}.yaml").exists():
+        from .config import load_config, profile_path
+
+        run = repo_root() / load_config(profile_path(args.run)).run_dir  # a profile's run folder
     if not run.exists():
         raise StudyError(f"no run folder {args.run!r} (looked in runs/); run `empathy-study run --profile {args.run}` first")
     build_book(run, root=args.root, strict=not args.no_strict)

@@ -783,10 +783,34 @@ def _numbers_from_strings(node: Any) -> Any:
     return node
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a params file, apply ``--set`` overrides, and validate the result as a whole."""
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: sections merge key by key; any other value (a list too) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_params(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A params file as one dict. ``extends: NAME`` (a profile name or a YAML path beside it) starts from
+    that file and changes only what this one sets, so a profile that adds a stage to another repeats
+    nothing of it."""
     path = Path(path)
-    raw = apply_overrides(read_yaml(path), overrides)
+    raw = read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = profile_path(str(parent), params_dir=path.parent)
+    if parent_path.resolve() in {p.resolve() for p in (*_seen, path)}:
+        raise ConfigError(f"{path}: extends: {parent!r} leads back to itself")
+    return _merged(read_params(parent_path, (*_seen, path)), raw)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a params file (and the file it extends), apply ``--set`` overrides, and validate the result
+    as a whole."""
+    path = Path(path)
+    raw = apply_overrides(read_params(path), overrides)
     source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
     return StudyConfig.from_dict(raw, source=source)
 
@@ -795,7 +819,7 @@ def profile_path(profile: str, params_dir: str | Path | None = None) -> Path:
     """``tiny`` -> notebooks/params/tiny.yaml (a path to a YAML file is accepted as is)."""
     p = Path(profile)
     if p.suffix in (".yaml", ".yml"):
-        return p
+        return p if p.is_absolute() or p.exists() or params_dir is None else Path(params_dir) / p
     from .paths import params_dir as default_params_dir
 
     folder = Path(params_dir) if params_dir else default_params_dir()
@@ -825,6 +849,7 @@ __all__ = [
     "variant_config",
     "grid_configs",
     "load_config",
+    "read_params",
     "apply_overrides",
     "profile_path",
 ]

@@ -18,10 +18,36 @@ PROFILES = sorted((REPO / "notebooks" / "params").glob("*.yaml"))
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
 def test_every_profile_loads_into_the_pinned_dataclasses(path):
     cfg = load_config(path)
-    assert cfg.run.name == path.stem
+    # A profile that extends another shares its run folder (and adds stages to it).
+    parent = yaml.safe_load(path.read_text()).get("extends")
+    assert cfg.run.name == (load_config(profile_path(parent)).run.name if parent else path.stem)
     # Round trip: the resolved dict validates again and hashes the same.
     again = StudyConfig.from_dict(cfg.to_dict())
     assert again.params_hash() == cfg.params_hash()
+
+
+def test_the_grid_profile_is_llms_vs_humans_plus_its_variants():
+    """Extending a profile changes only what the child sets: the grid reuses every finished stage of
+    the llms-vs-humans run (same stage hashes) and adds the variants stage."""
+    from empathy_utils.runner import stage_hashes
+
+    spine, grid = load_config(profile_path("llms-vs-humans")), load_config(profile_path("llms-vs-humans-grid"))
+    assert grid.run_dir == spine.run_dir
+    assert grid.run.stages == [*spine.run.stages, "variants"] and len(grid.variants.runs) == 5
+    spine_hashes, grid_hashes = stage_hashes(spine), stage_hashes(grid)
+    assert all(grid_hashes[s] == spine_hashes[s] for s in spine.run.stages)
+    assert grid_hashes["variants"] != spine_hashes["variants"]
+
+
+def test_extends_merges_sections_and_refuses_cycles(tmp_path):
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump({"run": {"name": "p", "seed": 7}, "sft": {"epochs": 2}}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"extends": "parent", "sft": {"learning_rate": 1e-3}}))
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.run.name, cfg.run.seed, cfg.sft.epochs, cfg.sft.learning_rate) == ("p", 7, 2, 1e-3)
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({"extends": "b"}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({"extends": "a.yaml"}))
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load_config(tmp_path / "a.yaml")
 
 
 def test_profiles_cover_the_three_required_runs():
