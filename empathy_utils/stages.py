@@ -414,6 +414,14 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
             "validity": validity, "per_emotion": per_emotion, "emotion_figure": efig, "metrics": metrics}
 
 
+def lc_statement(row) -> str:
+    """The length-controlled win rate of one comparison as a phrase, or why it was not estimated."""
+    rate = row.get("lc_win_rate")
+    if rate is None or pd.isna(rate):
+        return row.get("lc_note") or "not estimated"
+    return f"{100 * rate:.1f} % (bootstrap CI {100 * row['lc_ci_low']:.1f} % – {100 * row['lc_ci_high']:.1f} %)"
+
+
 def judge_glue_values(report: dict) -> dict:
     """Values the judge notebook glues besides glue_winrates: the length-controlled win rates, the
     judge's validity and how it was chosen, and a sentence on position bias."""
@@ -424,6 +432,7 @@ def judge_glue_values(report: dict) -> dict:
     for _, r in results.iterrows():
         prefix = f"{r['candidate']}_vs_{r['opponent']}_"
         values.update({prefix + k: r[k] for k in ("lc_win_rate", "lc_ci_low", "lc_ci_high", "length_slope")})
+        values[prefix + "lc_statement"] = lc_statement(r)
     first = results.iloc[0] if len(results) else None
     if first is None:
         values["position_statement"] = "No comparison was judged."

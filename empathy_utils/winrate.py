@@ -66,19 +66,35 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3, iterations:
     return float(beta[0]), float(beta[1])
 
 
+# The length-controlled rate is read at zero length difference only when at least this share of
+# pairs lies on each side of it; otherwise the fit would be extrapolated.
+LC_MIN_SHARE_EACH_SIDE = 0.05
+
+
 def length_controlled(verdicts: list[str], length_diff: list[float], resamples: int = 2000,
                       confidence: float = 0.95, seed: int = 0) -> dict:
     """AlpacaEval-style length-controlled win rate: regress the verdict (a = 1, tie = ½, b = 0) on
     ``tanh(Δ / sd(Δ))``, Δ = words(a) − words(b), and read the fitted win rate at Δ = 0. Also the
     slope (how strongly the verdicts follow length) and a percentile bootstrap CI. Unparsed verdicts
-    are left out."""
+    are left out. When nearly every pair has the candidate longer (or shorter), zero difference is
+    outside the data and the rate is NaN, with the reason in ``lc_note``."""
     keep = [(SCORES[v], float(d)) for v, d in zip(verdicts, length_diff) if v in SCORES]
     out = {"lc_win_rate": float("nan"), "lc_ci_low": float("nan"), "lc_ci_high": float("nan"),
-           "length_slope": float("nan"), "mean_length_diff": float("nan")}
+           "length_slope": float("nan"), "mean_length_diff": float("nan"), "lc_note": ""}
     if len(keep) < 2:
+        out["lc_note"] = "not estimated: fewer than two judged pairs"
         return out
     y = np.array([k[0] for k in keep])
     diff = np.array([k[1] for k in keep])
+    out["mean_length_diff"] = float(diff.mean())
+    shorter, longer = float(np.mean(diff <= 0)), float(np.mean(diff >= 0))
+    if min(shorter, longer) < LC_MIN_SHARE_EACH_SIDE:
+        # Equal length lies (almost) outside the data: reading the fit there is extrapolation.
+        out["lc_note"] = (f"not estimated: the candidate's reply is the {'longer' if longer > shorter else 'shorter'} "
+                          f"one in {100 * max(shorter, longer):.0f} % of pairs (length differences "
+                          f"{diff.min():+.0f} to {diff.max():+.0f} words), so equal length lies outside what was "
+                          "observed")
+        return out
     scale = diff.std()
 
     def fit(yy, dd):
@@ -87,7 +103,7 @@ def length_controlled(verdicts: list[str], length_diff: list[float], resamples: 
         return 1.0 / (1.0 + np.exp(-b0)), b1
 
     rate, slope = fit(y, diff)
-    out.update(lc_win_rate=float(rate), length_slope=float(slope), mean_length_diff=float(diff.mean()))
+    out.update(lc_win_rate=float(rate), length_slope=float(slope))
     rng = np.random.default_rng(seed)
     boot = []
     for _ in range(resamples):

@@ -143,5 +143,8 @@ def test_judge_stage_reports_lc_per_emotion_and_metrics(tmp_path):
     assert "length-controlled" in table.columns and table["orders agree"].iloc[0] == "order-free"
     values = judge_glue_values(report)
     assert "cannot change its verdict" in values["position_statement"]
-    assert not math.isnan(values["dpo_vs_base_lc_win_rate"])
+    # Every SFT->DPO reply is longer than the base one: equal length was never observed, so the
+    # length-controlled rate is not read off an extrapolated fit, and the book's phrase says why.
+    assert math.isnan(values["dpo_vs_base_lc_win_rate"])
+    assert "longer one in 100 % of pairs" in values["dpo_vs_base_lc_statement"]
     assert emotion_table(report["per_emotion"]).shape == (3, 2)

@@ -152,3 +152,22 @@ def test_reference_metrics_through_sacrebleu_and_rouge_score():
     assert distinct_n(["a b a b"], 1) == pytest.approx(50.0) and distinct_n(["a b a b"], 2) == pytest.approx(200 / 3)
     with pytest.raises(ValueError):
         reference_metrics(["x"], [])
+
+
+def test_length_controlled_win_rate_is_not_extrapolated_beyond_the_data():
+    """When the candidate is longer in (nearly) every pair, equal length was never observed: the
+    rate is not estimated, and the note and the book's phrase say why."""
+    from empathy_utils.stages import lc_statement
+    from empathy_utils.winrate import length_controlled
+
+    rng = np.random.default_rng(2)
+    diff = rng.integers(5, 50, size=48).astype(float)
+    verdicts = list(np.where(rng.random(48) < 0.7, "a", "b"))
+    lc = length_controlled(verdicts, list(diff), resamples=50)
+    assert math.isnan(lc["lc_win_rate"]) and math.isnan(lc["lc_ci_low"])
+    assert "longer one in 100 % of pairs" in lc["lc_note"] and f"{diff.min():+.0f} to" in lc["lc_note"]
+    assert lc_statement(lc) == lc["lc_note"]
+    diff[:6] *= -1  # an eighth of the pairs now has the candidate shorter: zero is inside the data
+    lc = length_controlled(verdicts, list(diff), resamples=50)
+    assert not math.isnan(lc["lc_win_rate"]) and lc["lc_note"] == ""
+    assert lc_statement(lc).startswith(f"{100 * lc['lc_win_rate']:.1f} % (bootstrap CI")
