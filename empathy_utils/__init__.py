@@ -31,7 +31,7 @@ _LAZY = {
     "validation_glue_values": "stages",
     "judge_glue_values": "stages",
     "emotion_table": "stages",
-    "read_jsonl": "stages",
+    "read_jsonl": "data",
     "load_llms_vs_humans": "data",
     "load_embedded_corpus": "data",
     "selection_counts": "distillation",

@@ -81,6 +81,20 @@ def jsonl_records(path: str | Path):
         raise DataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every record of a JSONL file (errors name the file and the line, as jsonl_records does)."""
+    return [record for _, _, record in jsonl_records(path)]
+
+
+def save_jsonl(rows: list[dict], path: str | Path) -> None:
+    """Write records one per line (UTF-8, not ASCII-escaped), creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
 def lvh_csv_path(data_dir: str | Path | None = None) -> Path:
     folder = resolve_data_dir(data_dir, need=LVH_FOLDER) / LVH_FOLDER
     path = folder / LVH_FILE

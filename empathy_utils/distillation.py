@@ -22,13 +22,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .backends import ChatBackend, Sampling
-from .data import GOOD, LVH_SOURCES, SOURCE_LABELS
+from .data import GOOD, LVH_SOURCES, SOURCE_LABELS, save_jsonl  # noqa: F401  (dist.save_jsonl)
 from .errors import StudyError
 from .prompts import BASE_PROMPT_ID, Prompt, improvement_prompt, load_prompt
 from .quality import FLAGS, check_reply, clean_reply, trim_to_sentence, usable
@@ -314,9 +313,3 @@ def check_not_empty(sft: list[dict], dpo: list[dict], what: str) -> None:
         raise StudyError(f"{what}: no DPO pairs were built; use more rows (data.train_rows) or another method")
 
 
-def save_jsonl(rows: list[dict], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -16,7 +16,7 @@ from . import distillation as dist
 from .artifacts import RunPaths
 from .backends import CachedBackend, LocalBackend, Sampling, make_backend
 from .config import DATA_REPLIERS, StudyConfig
-from .data import load_dialogues, subsample
+from .data import load_dialogues, read_jsonl, subsample
 from .errors import StudyError
 from .judges import position_consistency
 from .models import model_label
@@ -168,11 +168,6 @@ def example_rows(run_dir: str | Path, cfg: StudyConfig, n: int = 3) -> pd.DataFr
 
 
 # ---------------------------------------------------------------------------------- generation
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     """Every configured student answers every test dialogue with P0 in its chat template (batched)."""
     paths = RunPaths(run_dir)

@@ -356,12 +356,13 @@ def test_esconv_examples_give_the_teacher_and_module_all_four_pi_fields(tiny_dat
 
 
 def test_a_student_is_retrained_only_when_its_settings_or_data_change(tiny_data, tmp_path):
-    from empathy_utils.pride.stage import PridePaths, _save_jsonl, train_students
+    from empathy_utils.data import save_jsonl
+    from empathy_utils.pride.stage import PridePaths, train_students
 
     cfg, train, _, _, _, teachers, _ = tiny_data
     cfg = _cfg("pride.variants=[pride]", "pride.max_steps=1")
     paths = PridePaths(tmp_path)
-    _save_jsonl([{**e, "teacher": t.to_json(), "usable": True} for e, t in zip(train, teachers)], paths.train_file)
+    save_jsonl([{**e, "teacher": t.to_json(), "usable": True} for e, t in zip(train, teachers)], paths.train_file)
     first = train_students(cfg, tmp_path)
     adapter = paths.model("pride") / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
@@ -388,17 +389,18 @@ class CountingJudge:
 
 
 def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
-    from empathy_utils.pride.stage import PridePaths, _save_jsonl, judge_students, reply_facts
+    from empathy_utils.data import save_jsonl
+    from empathy_utils.pride.stage import PridePaths, judge_students, reply_facts
 
     cfg = _cfg("pride.variants=[pride]")
     paths = PridePaths(tmp_path)
     test = [{"dialogue_id": f"d{i}", "judge_context": "A made-up situation.", "judge_utterance": "Hi.",
              "teacher": {"reply": "You must feel so proud of yourself today!"}} for i in range(3)]
-    _save_jsonl(test, paths.test_file)
-    _save_jsonl([{"dialogue_id": "x", "teacher": {"reply": "The speaker is sad."}, "usable": True}], paths.train_file)
+    save_jsonl(test, paths.test_file)
+    save_jsonl([{"dialogue_id": "x", "teacher": {"reply": "The speaker is sad."}, "usable": True}], paths.train_file)
     replies = {"base": "Okay.", "pride": "I hear you; that sounds hard.", "teacher": "You must feel so proud!"}
     for student, reply in replies.items():
-        _save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": reply} for r in test], paths.generation(student))
+        save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": reply} for r in test], paths.generation(student))
     judge = CountingJudge()
     report = judge_students(cfg, tmp_path, judge=judge)
     results = report["results"].set_index(["candidate", "opponent"])
@@ -407,7 +409,7 @@ def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     assert judge.items == 9 and report["judge"] == CountingJudge.name and "unknown validity" in report["judge_statement"]
     judge_students(cfg, tmp_path, judge=judge)
     assert judge.items == 9  # nothing changed: the saved verdicts are reused
-    _save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": "Hm."} for r in test], paths.generation("pride"))
+    save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": "Hm."} for r in test], paths.generation("pride"))
     again = judge_students(cfg, tmp_path, judge=judge)["results"].set_index(["candidate", "opponent"])
     assert judge.items == 15 and again.loc[("pride", "base"), "win_rate"] == 0.0
     facts = reply_facts(cfg, tmp_path)

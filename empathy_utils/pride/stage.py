@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..backends import CachedBackend, LocalBackend, ResponseCache, Sampling
 from ..config import StudyConfig
+from ..data import read_jsonl, save_jsonl
 from ..errors import StudyError
 from ..models import model_label
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
@@ -102,18 +103,10 @@ def _quiet():
         yield
 
 
-def _save_jsonl(rows: list[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         raise StudyError(f"{path}: missing; run the earlier steps of the PRIDE stage first")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path)
 
 
 # ------------------------------------------------------------------------------ 1. data, teacher
@@ -136,7 +129,7 @@ def prepare_data(cfg: StudyConfig, run_dir: str | Path) -> dict:
     for split, rows in (("train", train), ("test", test)):
         records = [{**r, "teacher": o.to_json() if o else None, "usable": bool(o and o.usable)}
                    for r, o in zip(rows, outputs[split])]
-        _save_jsonl(records, paths.train_file if split == "train" else paths.test_file)
+        save_jsonl(records, paths.train_file if split == "train" else paths.test_file)
     usable = sum(o.usable for o in outputs["train"])
     card = {
         "source": source,
@@ -344,14 +337,14 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             answers = backend.chat(convs, sampling)
             rows = [{"dialogue_id": r["dialogue_id"], "student": student, "reply": clean_reply(a.text), "raw": a.text,
                      "finish_reason": a.finish_reason, "tokens": a.completion_tokens} for r, a in zip(test, answers)]
-            _save_jsonl(rows, paths.generation(student))
+            save_jsonl(rows, paths.generation(student))
             stamp.write_text(fingerprint)
             summary.append(_reply_stats(student, rows))
             del backend
     if "teacher" in cfg.pride.opponents:
         rows = [{"dialogue_id": r["dialogue_id"], "student": "teacher", "reply": r["teacher"]["reply"],
                  "flags": r["teacher"]["flags"]} for r in test]
-        _save_jsonl(rows, paths.generation("teacher"))
+        save_jsonl(rows, paths.generation("teacher"))
         summary.append(_reply_stats("teacher", rows))
     return pd.DataFrame(summary).set_index("student")
 
@@ -428,7 +421,7 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
             records = _read_jsonl(paths.judgment(candidate, opponent))
         else:
             records = judge.judge(items)
-            _save_jsonl(records, paths.judgment(candidate, opponent))
+            save_jsonl(records, paths.judgment(candidate, opponent))
             stamp.write_text(fingerprint)
         stats = summarize([r["verdict"] for r in records], cfg.judge.bootstrap_resamples, cfg.judge.confidence,
                           cfg.run.seed)
