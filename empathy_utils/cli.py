@@ -93,10 +93,14 @@ def cmd_book(args) -> int:
     run = Path(args.run)
     if not run.exists():
         run = repo_root() / "runs" / args.run
-    if not run.exists() and (repo_root() / "notebooks" / "params" / f"{args.run}.yaml").exists():
+    if not run.exists():
         from .config import load_config, profile_path
+        from .errors import ConfigError
 
-        run = repo_root() / load_config(profile_path(args.run)).run_dir  # a profile's run folder
+        try:  # a profile's name: its run folder (llms-vs-humans-grid shares llms-vs-humans')
+            run = repo_root() / load_config(profile_path(args.run)).run_dir
+        except ConfigError:
+            pass
     if not run.exists():
         raise StudyError(f"no run folder {args.run!r} (looked in runs/); run `empathy-study run --profile {args.run}` first")
     build_book(run, root=args.root, strict=not args.no_strict)

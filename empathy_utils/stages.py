@@ -181,7 +181,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         if student in DATA_REPLIERS:
             rows = data_replies(test, student, paths.test_data)
             dist.save_jsonl(rows, paths.generation_file(student))
-            summary.append(_reply_summary(student, rows))
+            summary.append(reply_summary(student, rows))
             continue
         if student == "teacher":
             # The teacher answers like a student (same prompt and token limit), through its own backend.
@@ -196,15 +196,16 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
                  "reply": clean_reply(a.text), "raw": a.text, "finish_reason": a.finish_reason,
                  "tokens": a.completion_tokens} for r, a in zip(test, answers)]
         dist.save_jsonl(rows, paths.generation_file(student))
-        summary.append(_reply_summary(student, rows))
+        summary.append(reply_summary(student, rows))
         del backend
     return pd.DataFrame(summary).set_index("student")
 
 
-def _reply_summary(student: str, rows: list[dict]) -> dict:
+def reply_summary(student: str, rows: list[dict]) -> dict:
+    """How many replies, how long on average, how many were cut at the token limit or empty."""
     words = [len(x["reply"].split()) for x in rows]
     return {"student": student, "replies": len(rows), "mean words": sum(words) / max(1, len(words)),
-            "cut at token limit": sum(x["finish_reason"] == "length" for x in rows),
+            "cut at token limit": sum(x.get("finish_reason") == "length" for x in rows),
             "empty": sum(not x["reply"] for x in rows)}
 
 

@@ -370,11 +370,11 @@ def addresses_listener(reply: str) -> bool:
 
 
 def _reply_stats(student: str, rows: list[dict]) -> dict:
-    words = [len(r["reply"].split()) for r in rows]
-    return {"student": LABELS[student], "replies": len(rows), "mean words": round(sum(words) / max(1, len(words)), 1),
-            "says 'you'": f"{100 * sum(addresses_listener(r['reply']) for r in rows) / max(1, len(rows)):.0f} %",
-            "cut at token limit": sum(r.get("finish_reason") == "length" for r in rows),
-            "empty": sum(not r["reply"] for r in rows)}
+    from ..stages import reply_summary
+
+    stats = reply_summary(LABELS[student], rows)
+    return {**stats, "mean words": round(stats["mean words"], 1),
+            "says 'you'": f"{100 * sum(addresses_listener(r['reply']) for r in rows) / max(1, len(rows)):.0f} %"}
 
 
 def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
