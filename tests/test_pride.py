@@ -315,6 +315,10 @@ def test_glued_facts_and_the_ablation_table_cover_every_student():
     facts = glue_facts(card, results, "judge J", 4)
     assert facts["pride_vs_base_win_rate"] == 0.6 and facts["judge_name"] == "judge J"
     assert math.isnan(facts["pride_vs_teacher_win_rate"])  # not judged in this run: glued as NaN, never made up
+    assert "remain the ceiling" in facts["teacher_role"]  # teacher 60 % vs base, PRIDE 60 %
+    results.loc[results["candidate"] == "teacher", "win_rate"] = 0.25
+    assert "no ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
+    assert "did not judge" in glue_facts(card, results[results["candidate"] != "teacher"], "judge J", 4)["teacher_role"]
     table = ablation_table(results)
     assert list(table.index) == ["SFT on the teacher's text", "SDFT (TRL)", "PRIDE", "PRIDE without PI",
                                  "PRIDE without reverse KL", "PRIDE without MMD", "teacher (sees the PI)"]
@@ -414,3 +418,28 @@ def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     assert judge.items == 15 and again.loc[("pride", "base"), "win_rate"] == 0.0
     facts = reply_facts(cfg, tmp_path)
     assert facts["teacher_says_you"] == 1.0 and facts["base_says_you"] == 0.0 and facts["teacher_train_says_you"] == 0.0
+    assert facts["ablation_overlap"] == "This run trained no ablation beside PRIDE."
+
+
+def test_the_ablation_sentence_counts_replies_identical_to_prides(tmp_path):
+    import json
+
+    from empathy_utils.data import save_jsonl
+    from empathy_utils.pride.stage import PridePaths, ablation_overlap
+
+    cfg = _cfg("pride.variants=[pride,pride-no-pi,pride-no-mmd]", "pride.lambda_mmd=2")
+    paths = PridePaths(tmp_path)
+    ids = [f"d{i}" for i in range(4)]
+    save_jsonl([{"dialogue_id": d, "reply": f"reply {d}"} for d in ids], paths.generation("pride"))
+    # no PI: one reply of four is PRIDE's; no MMD: three of four (written in another order: matched by id)
+    save_jsonl([{"dialogue_id": d, "reply": f"reply {d}" if d == "d0" else "other"} for d in ids],
+               paths.generation("pride-no-pi"))
+    save_jsonl([{"dialogue_id": d, "reply": f"reply {d}" if d != "d2" else "other"} for d in reversed(ids)],
+               paths.generation("pride-no-mmd"))
+    sentence = ablation_overlap(cfg, tmp_path)
+    assert "without PI and without MMD wrote 1 and 3 of their 4 test replies" in sentence
+    assert "MMD²" not in sentence  # no training log yet: no loss terms claimed
+    paths.results.mkdir(parents=True)
+    (paths.results / "training.json").write_text(json.dumps(
+        [{"variant": "pride", "mean_ce": 1.5, "mean_rkl": 1.25, "mean_mmd": 0.01}]))
+    assert "averaged 1.500 (CE), 1.250 (reverse KL) and 0.020 (MMD²)" in ablation_overlap(cfg, tmp_path)

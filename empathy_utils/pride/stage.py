@@ -387,7 +387,41 @@ def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
     facts.setdefault("teacher_says_you", float("nan"))  # not judged against the teacher: no test replies
     train = [r for r in _read_jsonl(paths.train_file) if r["usable"]]
     facts["teacher_train_says_you"] = sum(addresses_listener(r["teacher"]["reply"]) for r in train) / max(1, len(train))
+    facts["ablation_overlap"] = ablation_overlap(cfg, run_dir)
     return facts
+
+
+ABLATIONS = ("pride-no-pi", "pride-no-rkl", "pride-no-mmd")
+
+
+def _joined(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> str:
+    """How many test replies each ablation wrote word for word as PRIDE did, and the size of each
+    loss term in PRIDE's training: an ablation that leaves most replies unchanged cannot move a win
+    rate, whatever its term does in principle."""
+    paths = PridePaths(run_dir)
+    ablations = [a for a in ABLATIONS if a in cfg.pride.variants]
+    if "pride" not in cfg.pride.variants or not ablations:
+        return "This run trained no ablation beside PRIDE."
+    full = {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation("pride"))}
+    same = []
+    for a in ablations:
+        rows = _read_jsonl(paths.generation(a))
+        same.append(str(sum(full.get(r["dialogue_id"]) == r["reply"] for r in rows)))
+    names = [LABELS[a].removeprefix("PRIDE ") for a in ablations]
+    text = (f"Word for word, the students {_joined(names)} wrote {_joined(same)} of their {len(full)} test replies "
+            "exactly as PRIDE did; an ablation that leaves most replies unchanged cannot move the win rate much.")
+    log = paths.results / "training.json"
+    pride_log = next((s for s in json.loads(log.read_text()) if s["variant"] == "pride"), None) if log.exists() else None
+    if pride_log and pride_log.get("mean_ce") is not None:
+        p = cfg.pride
+        text += (f" In PRIDE's training the weighted terms averaged {p.lambda_ce * pride_log['mean_ce']:.3f} (CE), "
+                 f"{p.lambda_rkl * pride_log['mean_rkl']:.3f} (reverse KL) and "
+                 f"{p.lambda_mmd * pride_log['mean_mmd']:.3f} (MMD²).")
+    return text
 
 
 # ------------------------------------------------------------------------------------- 4. judging
@@ -471,6 +505,23 @@ def consistency_sentence(results: pd.DataFrame) -> str:
             "produces ties, and a win rate near 50 % then says more about the judge than about the students.")
 
 
+def teacher_role(results: pd.DataFrame) -> str:
+    """Whether the teacher's replies bound the students from above, by this run's judge: a teacher
+    that loses to students distilled from it is no ceiling, and the book should not call it one."""
+    def rate(candidate):
+        row = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
+        return row["win_rate"].iloc[0] if len(row) and pd.notna(row["win_rate"].iloc[0]) else None
+
+    teacher, pride = rate("teacher"), rate("pride")
+    if teacher is None or pride is None:
+        return "This run did not judge both the teacher and PRIDE against the base student."
+    if teacher < pride:
+        return (f"That is below PRIDE's {100 * pride:.1f} %: by this judge the student outscores the teacher it "
+                "learned from, so the teacher's own replies are no ceiling here.")
+    return (f"PRIDE's {100 * pride:.1f} % is at or below it: the teacher's replies remain the ceiling that "
+            "distilling this teacher can hope to approach.")
+
+
 def glue_facts(card: dict, results: pd.DataFrame, judge_name: str, n_test: int, training: list[dict] | None = None,
                judge_statement: str = "") -> dict:
     """The scalars the book's PRIDE chapter cites (glued by the notebook)."""
@@ -485,6 +536,7 @@ def glue_facts(card: dict, results: pd.DataFrame, judge_name: str, n_test: int, 
         "pi_fields": ", ".join(card["pi_fields"]),
         "data_name": card["source"]["name"],
         "confidence_pct": int(round(100 * results["confidence"].iloc[0])),
+        "teacher_role": teacher_role(results),
     }
     nan = float("nan")
     for candidate in {*results["candidate"], "pride", "teacher"}:
