@@ -315,9 +315,12 @@ def test_glued_facts_and_the_ablation_table_cover_every_student():
     facts = glue_facts(card, results, "judge J", 4)
     assert facts["pride_vs_base_win_rate"] == 0.6 and facts["judge_name"] == "judge J"
     assert math.isnan(facts["pride_vs_teacher_win_rate"])  # not judged in this run: glued as NaN, never made up
-    assert "remain the ceiling" in facts["teacher_role"]  # teacher 60 % vs base, PRIDE 60 %
-    results.loc[results["candidate"] == "teacher", "win_rate"] = 0.25
+    assert "intervals overlap" in facts["teacher_role"]  # teacher and PRIDE both 60 % (40 – 80)
+    teacher = results["candidate"] == "teacher"
+    results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.25, 0.1, 0.35]
     assert "no ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
+    results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.95, 0.85, 1.0]
+    assert "remain the ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
     assert "did not judge" in glue_facts(card, results[results["candidate"] != "teacher"], "judge J", 4)["teacher_role"]
     table = ablation_table(results)
     assert list(table.index) == ["SFT on the teacher's text", "SDFT (TRL)", "PRIDE", "PRIDE without PI",

@@ -507,19 +507,24 @@ def consistency_sentence(results: pd.DataFrame) -> str:
 
 def teacher_role(results: pd.DataFrame) -> str:
     """Whether the teacher's replies bound the students from above, by this run's judge: a teacher
-    that loses to students distilled from it is no ceiling, and the book should not call it one."""
-    def rate(candidate):
-        row = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
-        return row["win_rate"].iloc[0] if len(row) and pd.notna(row["win_rate"].iloc[0]) else None
+    that loses to students distilled from it is no ceiling, and the book should not call it one.
+    Overlapping confidence intervals are said to be overlapping, not ranked."""
+    def row(candidate):
+        r = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
+        return r.iloc[0] if len(r) and pd.notna(r["win_rate"].iloc[0]) else None
 
-    teacher, pride = rate("teacher"), rate("pride")
+    teacher, pride = row("teacher"), row("pride")
     if teacher is None or pride is None:
         return "This run did not judge both the teacher and PRIDE against the base student."
-    if teacher < pride:
-        return (f"That is below PRIDE's {100 * pride:.1f} %: by this judge the student outscores the teacher it "
-                "learned from, so the teacher's own replies are no ceiling here.")
-    return (f"PRIDE's {100 * pride:.1f} % is at or below it: the teacher's replies remain the ceiling that "
-            "distilling this teacher can hope to approach.")
+    if teacher["ci_high"] < pride["ci_low"]:
+        return (f"That is below PRIDE's {100 * pride['win_rate']:.1f} %, and their intervals do not overlap: by this "
+                "judge the student outscores the teacher it learned from, so the teacher's own replies are no "
+                "ceiling here.")
+    if pride["ci_high"] < teacher["ci_low"]:
+        return (f"PRIDE's {100 * pride['win_rate']:.1f} % is below it, and their intervals do not overlap: the "
+                "teacher's replies remain the ceiling that distilling this teacher can hope to approach.")
+    return (f"PRIDE's {100 * pride['win_rate']:.1f} % and the teacher's intervals overlap: at this size the judge "
+            "cannot tell the student from the teacher it learned from.")
 
 
 def glue_facts(card: dict, results: pd.DataFrame, judge_name: str, n_test: int, training: list[dict] | None = None,
