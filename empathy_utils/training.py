@@ -14,7 +14,9 @@ plus ``train_log.json``; the same functions run under ``accelerate launch`` thro
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -86,14 +88,59 @@ def lora_config(cfg: StudyConfig):
     )
 
 
+# ------------------------------------------------------------------------ reusing a finished training
+def digest(payload) -> str:
+    """A short, stable hash of JSON-able settings."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def files_digest(folder: Path, pattern: str) -> str | None:
+    """Hash of the files matching ``pattern`` in ``folder`` (None if the folder does not exist)."""
+    if not Path(folder).exists():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob(pattern)):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def reusable_adapter(folder: Path, fingerprint: str) -> dict | None:
+    """The saved summary of an adapter trained with the same fingerprint (None: train it). This is how
+    an adapter trained under ``accelerate launch`` is picked up by the runner's stage without training
+    it again, and how a re-run with the same settings and data skips the training."""
+    log = Path(folder) / "train_log.json"
+    if not (log.exists() and (Path(folder) / "adapter_config.json").exists()):
+        return None
+    summary = json.loads(log.read_text()).get("summary", {})
+    return summary if summary.get("fingerprint") == fingerprint else None
+
+
+def stamp_adapter(folder: Path, fingerprint: str) -> None:
+    """Record in ``train_log.json`` the fingerprint an adapter was trained with."""
+    log = Path(folder) / "train_log.json"
+    data = json.loads(log.read_text())
+    data["summary"]["fingerprint"] = fingerprint
+    log.write_text(json.dumps(data, indent=2))
+
+
+def _fingerprint(cfg: StudyConfig, step: str, data: Path, start_adapter: Path | None = None) -> str:
+    """What an SFT or DPO adapter depends on: model, LoRA, seed, the step's settings, the training
+    data (its Arrow data files, not the caches training writes beside them) and, for DPO, the SFT
+    adapter it continues."""
+    settings = cfg.to_dict()
+    return digest({"step": step, "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
+                   "settings": settings[step], "data": files_digest(data, "data-*.arrow"),
+                   "start": files_digest(start_adapter, "adapter_model*") if start_adapter else None})
+
+
 def to_prompt_completion(example: dict) -> dict:
     """Chat ``messages`` -> conversational prompt/completion, so the loss covers the reply only."""
     return {"prompt": example["messages"][:-1], "completion": example["messages"][-1:]}
 
 
 def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
-    trainer.model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+    """Write the adapter, tokenizer and train_log.json. Under ``accelerate launch`` every process
+    returns the summary but only the first writes, so the files are never written twice at once."""
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {
@@ -102,9 +149,13 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),
+        "processes": trainer.args.world_size,
         **extra,
     }
-    (out / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(str(out))
+        tokenizer.save_pretrained(str(out))
+        (out / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
 
 
@@ -119,6 +170,9 @@ def train_sft(cfg: StudyConfig, run_dir: str | Path) -> dict:
     paths = RunPaths(run_dir)
     if not paths.sft_data.exists():
         raise StudyError(f"{paths.sft_data}: no SFT data; run the datasets stage first")
+    fingerprint = _fingerprint(cfg, "sft", paths.sft_data)
+    if (reused := reusable_adapter(paths.sft_model, fingerprint)) is not None:
+        return {**reused, "reused": True}
     data = load_from_disk(str(paths.sft_data))
     data = data.map(to_prompt_completion, remove_columns=data.column_names)
     model = load_model(cfg.model.name_or_path)
@@ -128,7 +182,8 @@ def train_sft(cfg: StudyConfig, run_dir: str | Path) -> dict:
                                 peft_config=lora_config(cfg)))
     start = time.time()
     trainer.train()
-    return _save(trainer, tokenizer, paths.sft_model, time.time() - start, {"examples": len(data)})
+    return _save(trainer, tokenizer, paths.sft_model, time.time() - start,
+                 {"examples": len(data), "fingerprint": fingerprint, "reused": False})
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -143,6 +198,9 @@ def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     for needed, stage in ((paths.dpo_data, "datasets"), (paths.sft_model, "sft")):
         if not needed.exists():
             raise StudyError(f"{needed}: missing; run the {stage} stage first")
+    fingerprint = _fingerprint(cfg, "dpo", paths.dpo_data, start_adapter=paths.sft_model)
+    if (reused := reusable_adapter(paths.dpo_model, fingerprint)) is not None:
+        return {**reused, "reused": True}
     data = load_from_disk(str(paths.dpo_data)).select_columns(["prompt", "chosen", "rejected"])
     model = load_model(cfg.model.name_or_path, adapter=paths.sft_model, trainable_adapter=True)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
@@ -157,12 +215,13 @@ def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
-             "last_reward_accuracy": accuracies[-1] if accuracies else None}
+             "last_reward_accuracy": accuracies[-1] if accuracies else None, "fingerprint": fingerprint, "reused": False}
     return _save(trainer, tokenizer, paths.dpo_model, time.time() - start, extra)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point for ``accelerate launch -m empathy_utils.training sft|dpo --params FILE --run-dir DIR``."""
+    """Entry point for ``accelerate launch [--multi_gpu --num_processes N] -m empathy_utils.training
+    sft|dpo --params FILE --run-dir DIR``; the first process prints the summary."""
     parser = argparse.ArgumentParser(prog="python -m empathy_utils.training")
     parser.add_argument("step", choices=["sft", "dpo"])
     parser.add_argument("--params", required=True, help="the run's params file (e.g. <run_dir>/params.yaml)")
@@ -170,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cfg = load_config(args.params)
     summary = (train_sft if args.step == "sft" else train_dpo)(cfg, args.run_dir)
-    print(json.dumps(summary))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
 
 
 if __name__ == "__main__":

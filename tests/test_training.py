@@ -66,3 +66,61 @@ def test_tuned_student_differs_from_base_in_its_outputs(trained_run):
     base = load_model(cfg.model.name_or_path)(ids).logits
     tuned = load_model(cfg.model.name_or_path, adapter=paths.sft_model)(ids).logits
     assert not torch.allclose(base, tuned)
+
+
+def test_sft_then_dpo_run_data_parallel_under_accelerate_launch(tmp_path, tiny_spec):
+    """The GPU users' path, on two CPU processes: ``accelerate launch --multi_gpu`` starts torchrun, the
+    trainers shard the data over both processes (gloo), and one process writes the adapters."""
+    import math
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = load_config(profile_path("tiny"), ["sft.max_steps=-1", "sft.epochs=1", "dpo.max_steps=1"])
+    build_datasets(cfg, tmp_path)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    summaries = {}
+    for step in ("sft", "dpo"):
+        done = subprocess.run(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+             "-m", "empathy_utils.training", step, "--params", str(params), "--run-dir", str(tmp_path)],
+            capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        printed = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        assert len(printed) == 1, done.stdout  # the first process reports, once
+        summaries[step] = json.loads(printed[0])
+    paths = RunPaths(tmp_path)
+    sft = summaries["sft"]
+    assert sft["processes"] == 2
+    # one epoch, each process taking its own share of every batch: half the steps of one process
+    assert sft["steps"] == math.ceil(sft["examples"] / (cfg.sft.batch_size * 2))
+    assert any(v.abs().sum() > 0 for k, v in _adapter(paths.sft_model).items() if "lora_B" in k)
+    before, after = _adapter(paths.sft_model), _adapter(paths.dpo_model)
+    assert summaries["dpo"]["processes"] == 2 and any(not torch.equal(before[k], after[k]) for k in before)
+    # the runner's sft / dpo stages then pick these adapters up instead of training again
+    stamp = (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns
+    assert train_sft(cfg, tmp_path)["reused"] and train_dpo(cfg, tmp_path)["reused"]
+    assert (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_an_adapter_is_retrained_only_when_its_settings_data_or_start_change(tmp_path, tiny_spec):
+    cfg = load_config(profile_path("tiny"), ["sft.max_steps=1", "dpo.max_steps=1"])
+    build_datasets(cfg, tmp_path)
+    paths = RunPaths(tmp_path)
+    assert not train_sft(cfg, tmp_path)["reused"] and not train_dpo(cfg, tmp_path)["reused"]
+    sft_stamp = (paths.sft_model / "adapter_model.safetensors").stat().st_mtime_ns
+    dpo_stamp = (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns
+    again = train_sft(cfg, tmp_path)
+    assert again["reused"] and again["steps"] == 1  # the saved summary, not a new run
+    assert train_dpo(cfg, tmp_path)["reused"]
+    assert (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns == dpo_stamp
+    cfg.dpo.beta = 0.5  # a DPO setting: DPO again, SFT untouched
+    assert not train_dpo(cfg, tmp_path)["reused"]
+    assert (paths.sft_model / "adapter_model.safetensors").stat().st_mtime_ns == sft_stamp
+    cfg.sft.learning_rate = 5e-4  # an SFT setting: SFT again, and so DPO, whose starting adapter changed
+    assert not train_sft(cfg, tmp_path)["reused"] and not train_dpo(cfg, tmp_path)["reused"]

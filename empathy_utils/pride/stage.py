@@ -30,6 +30,7 @@ from ..config import StudyConfig
 from ..data import read_jsonl, save_jsonl
 from ..errors import StudyError
 from ..models import model_label
+from ..training import digest, files_digest, reusable_adapter, stamp_adapter
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
 
 LABELS = {
@@ -183,36 +184,14 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataF
 
 
 # ------------------------------------------------------------------------------------- 2. training
-def _digest(payload) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def training_fingerprint(cfg: StudyConfig, variant: str, train_file: Path) -> str:
     """What a student's training depends on: model, LoRA, seed, the PRIDE settings (not which other
     students or opponents are configured) and the training data. Same fingerprint -> reuse it."""
     import hashlib
 
     pride = {k: v for k, v in cfg.to_dict()["pride"].items() if k not in ("variants", "opponents")}
-    return _digest({"variant": variant, "model": cfg.model.name_or_path, "lora": cfg.to_dict()["lora"],
+    return digest({"variant": variant, "model": cfg.model.name_or_path, "lora": cfg.to_dict()["lora"],
                     "seed": cfg.run.seed, "pride": pride, "data": hashlib.sha256(train_file.read_bytes()).hexdigest()})
-
-
-def _reusable(folder: Path, fingerprint: str) -> dict | None:
-    """The saved summary of a student trained with the same fingerprint (None: train it)."""
-    log = folder / "train_log.json"
-    if not (log.exists() and (folder / "adapter_config.json").exists()):
-        return None
-    summary = json.loads(log.read_text()).get("summary", {})
-    return summary if summary.get("fingerprint") == fingerprint else None
-
-
-def _stamp(folder: Path, fingerprint: str) -> None:
-    log = folder / "train_log.json"
-    data = json.loads(log.read_text())
-    data["summary"]["fingerprint"] = fingerprint
-    log.write_text(json.dumps(data, indent=2))
 
 
 def _targets(cfg: StudyConfig, rows: list[dict]) -> list[tuple[dict, str]]:
@@ -246,7 +225,7 @@ def train_students(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         for variant in p.variants:
             out = paths.model(variant)
             fingerprint = training_fingerprint(cfg, variant, paths.train_file)
-            reused = _reusable(out, fingerprint)
+            reused = reusable_adapter(out, fingerprint)
             if reused is not None:  # same settings, same data: trained by an earlier run of this stage
                 summaries.append({**reused, "reused": True})
                 continue
@@ -256,7 +235,7 @@ def train_students(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
                 s = train_blackbox_sft(cfg, [r for r, _ in pairs], [t for _, t in pairs], out)
             else:
                 s = train_sdft(cfg, [r for r, _ in pairs], [pi_block(r) for r, _ in pairs], out)
-            _stamp(out, fingerprint)
+            stamp_adapter(out, fingerprint)
             summaries.append({**s, "skipped_too_long": skipped, "fingerprint": fingerprint, "reused": False})
     paths.results.mkdir(parents=True, exist_ok=True)
     (paths.results / "training.json").write_text(json.dumps(summaries, indent=2))
@@ -325,9 +304,9 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             if adapter is not None and not (adapter / "adapter_config.json").exists():
                 raise StudyError(f"{adapter}: no trained {student} student; run train_students first")
             # Same student (same adapter files), same prompts and decoding: the replies of an earlier run.
-            fingerprint = _digest({"student": student, "model": cfg.model.name_or_path, "generation": cfg.to_dict()["generation"],
+            fingerprint = digest({"student": student, "model": cfg.model.name_or_path, "generation": cfg.to_dict()["generation"],
                                    "seed": cfg.run.seed, "test": convs,
-                                   "adapter": _adapter_digest(adapter)})
+                                   "adapter": files_digest(adapter, "adapter_*") if adapter else None})
             stamp = paths.generation(student).with_suffix(".fingerprint")
             if paths.generation(student).exists() and stamp.exists() and stamp.read_text() == fingerprint:
                 summary.append(_reply_stats(student, _read_jsonl(paths.generation(student))))
@@ -347,17 +326,6 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         save_jsonl(rows, paths.generation("teacher"))
         summary.append(_reply_stats("teacher", rows))
     return pd.DataFrame(summary).set_index("student")
-
-
-def _adapter_digest(folder: Path | None) -> str | None:
-    if folder is None:
-        return None
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(folder.glob("adapter_*")):
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 _SECOND_PERSON = re.compile(r"\byou(?:r|rs|rself|'re|'ve|'ll|'d)?\b", re.IGNORECASE)
@@ -449,7 +417,7 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
         items = [{"id": did, "context": t["judge_context"], "utterance": t["judge_utterance"],
                   "response_a": replies[candidate][did], "response_b": replies[opponent][did]} for did, t in test.items()]
         # The same judge (name and measured validity) on the same items: its verdicts of an earlier run.
-        fingerprint = _digest({"judge": judge.name, "validity": getattr(judge, "validity", None), "items": items})
+        fingerprint = digest({"judge": judge.name, "validity": getattr(judge, "validity", None), "items": items})
         stamp = paths.judgment(candidate, opponent).with_suffix(".fingerprint")
         if paths.judgment(candidate, opponent).exists() and stamp.exists() and stamp.read_text() == fingerprint:
             records = _read_jsonl(paths.judgment(candidate, opponent))
