@@ -8,6 +8,7 @@ run folder can tell exactly what produced it.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -117,3 +118,16 @@ def new_manifest(cfg, params_source: str, data_files: dict[str, str], repo: Path
         "data": data_files,
         "stages": {},
     }
+
+
+def digest(payload) -> str:
+    """A short, stable hash of JSON-able settings."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def files_digest(folder: str | Path, pattern: str) -> str:
+    """Hash of the files matching ``pattern`` in ``folder`` (adapters, Arrow data), in name order."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob(pattern)):
+        h.update(f.read_bytes())
+    return h.hexdigest()

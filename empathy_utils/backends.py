@@ -28,6 +28,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
+from .artifacts import files_digest
 from .errors import BackendError
 
 Conversation = list[dict]
@@ -92,7 +93,7 @@ class LocalBackend(ChatBackend):
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="left")
         self.tokenizer.padding_side = "left"
         self.name = label or f"local:{model_label(spec)}" + (f"+{Path(self.adapter).name}" if self.adapter else "")
-        self.identity = f"local:{spec}" + (f":{_folder_digest(self.adapter)}" if self.adapter else "")
+        self.identity = f"local:{spec}" + (f":{files_digest(self.adapter, '*.safetensors')[:12]}" if self.adapter else "")
         self.progress = progress
         self.share_prefix = share_prefix
 
@@ -227,13 +228,6 @@ class LocalBackend(ChatBackend):
             for row, i in enumerate(batch):
                 results[i] = {c: float(logp[row, t]) for c, t in choice_ids.items()}
         return results  # type: ignore[return-value]
-
-
-def _folder_digest(folder: str) -> str:
-    h = hashlib.sha256()
-    for p in sorted(Path(folder).glob("*.safetensors")):
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
 
 
 # ------------------------------------------------------------------------------------ openai

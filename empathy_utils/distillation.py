@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .backends import ChatBackend, Sampling
-from .data import GOOD, LVH_SOURCES, SOURCE_LABELS, save_jsonl  # noqa: F401  (dist.save_jsonl)
+from .data import GOOD, LVH_SOURCES, SOURCE_LABELS
 from .errors import StudyError
 from .prompts import BASE_PROMPT_ID, Prompt, improvement_prompt, load_prompt
 from .quality import FLAGS, check_reply, clean_reply, trim_to_sentence, usable

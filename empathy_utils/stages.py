@@ -16,7 +16,7 @@ from . import distillation as dist
 from .artifacts import RunPaths
 from .backends import CachedBackend, LocalBackend, Sampling, make_backend
 from .config import DATA_REPLIERS, StudyConfig
-from .data import load_dialogues, read_jsonl, subsample
+from .data import load_dialogues, read_jsonl, save_jsonl, subsample
 from .errors import StudyError
 from .judges import position_consistency
 from .models import model_label
@@ -85,7 +85,7 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
     columns = ["dialogue_id", "emotion", "situation", "utterance", "reference_reply"]
     columns += [f"response_{s}" for s in DATA_REPLIERS if f"response_{s}" in test]
     test_rows = test[columns].to_dict("records")
-    dist.save_jsonl(test_rows, paths.test_data)
+    save_jsonl(test_rows, paths.test_data)
     card["counts"]["test_dialogues"] = len(test_rows)
     paths.card.write_text(json.dumps(card, indent=2))
     for folder in (paths.data, paths.sft_data, paths.dpo_data):  # the card travels with each dataset
@@ -180,7 +180,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     for student in cfg.generation.students:
         if student in DATA_REPLIERS:
             rows = data_replies(test, student, paths.test_data)
-            dist.save_jsonl(rows, paths.generation_file(student))
+            save_jsonl(rows, paths.generation_file(student))
             summary.append(reply_summary(student, rows))
             continue
         if student == "teacher":
@@ -195,7 +195,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         rows = [{"dialogue_id": r["dialogue_id"], "emotion": r["emotion"], "student": student,
                  "reply": clean_reply(a.text), "raw": a.text, "finish_reason": a.finish_reason,
                  "tokens": a.completion_tokens} for r, a in zip(test, answers)]
-        dist.save_jsonl(rows, paths.generation_file(student))
+        save_jsonl(rows, paths.generation_file(student))
         summary.append(reply_summary(student, rows))
         del backend
     return pd.DataFrame(summary).set_index("student")
@@ -380,7 +380,7 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
         for rec, it in zip(records, items):
             rec.update(emotion=test[it["id"]]["emotion"], words_a=word_count(it["response_a"]),
                        words_b=word_count(it["response_b"]))
-        dist.save_jsonl(records, paths.judgment_file(candidate, opponent))
+        save_jsonl(records, paths.judgment_file(candidate, opponent))
         verdicts = [r["verdict"] for r in records]
         stats = summarize(verdicts, resamples, confidence, seed)
         lc = length_controlled(verdicts, [r["words_a"] - r["words_b"] for r in records], resamples, confidence, seed)

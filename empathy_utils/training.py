@@ -14,13 +14,12 @@ plus ``train_log.json``; the same functions run under ``accelerate launch`` thro
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
 from pathlib import Path
 
-from .artifacts import RunPaths
+from .artifacts import RunPaths, digest, files_digest
 from .config import StudyConfig, load_config
 from .errors import StudyError
 
@@ -89,21 +88,6 @@ def lora_config(cfg: StudyConfig):
 
 
 # ------------------------------------------------------------------------ reusing a finished training
-def digest(payload) -> str:
-    """A short, stable hash of JSON-able settings."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def files_digest(folder: Path, pattern: str) -> str | None:
-    """Hash of the files matching ``pattern`` in ``folder`` (None if the folder does not exist)."""
-    if not Path(folder).exists():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(Path(folder).glob(pattern)):
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def reusable_adapter(folder: Path, fingerprint: str) -> dict | None:
     """The saved summary of an adapter trained with the same fingerprint (None: train it). This is how
     an adapter trained under ``accelerate launch`` is picked up by the runner's stage without training

@@ -27,10 +27,11 @@ import pandas as pd
 
 from ..backends import CachedBackend, LocalBackend, ResponseCache, Sampling
 from ..config import StudyConfig
-from ..data import read_jsonl, save_jsonl
+from ..data import read_jsonl, save_jsonl, sha256_file
 from ..errors import StudyError
 from ..models import model_label
-from ..training import digest, files_digest, reusable_adapter, stamp_adapter
+from ..artifacts import digest, files_digest
+from ..training import reusable_adapter, stamp_adapter
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
 
 LABELS = {
@@ -187,11 +188,9 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataF
 def training_fingerprint(cfg: StudyConfig, variant: str, train_file: Path) -> str:
     """What a student's training depends on: model, LoRA, seed, the PRIDE settings (not which other
     students or opponents are configured) and the training data. Same fingerprint -> reuse it."""
-    import hashlib
-
     pride = {k: v for k, v in cfg.to_dict()["pride"].items() if k not in ("variants", "opponents")}
     return digest({"variant": variant, "model": cfg.model.name_or_path, "lora": cfg.to_dict()["lora"],
-                    "seed": cfg.run.seed, "pride": pride, "data": hashlib.sha256(train_file.read_bytes()).hexdigest()})
+                    "seed": cfg.run.seed, "pride": pride, "data": sha256_file(train_file)})
 
 
 def _targets(cfg: StudyConfig, rows: list[dict]) -> list[tuple[dict, str]]:
