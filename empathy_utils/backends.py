@@ -83,13 +83,14 @@ class LocalBackend(ChatBackend):
 
     def __init__(self, spec: str, adapter: str | os.PathLike | None = None, batch_size: int = 16,
                  model=None, tokenizer=None, label: str | None = None, progress: bool = True,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, dtype: str = "auto"):
         from .models import load_model, load_tokenizer, model_label
 
         self.spec = spec
         self.adapter = str(adapter) if adapter else None
         self.batch_size = batch_size
-        self.model = model if model is not None else load_model(spec, adapter)
+        # Inference only: on a GPU when there is one (model.dtype; fp32 on CPUs).
+        self.model = model if model is not None else load_model(spec, adapter, dtype=dtype)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="left")
         self.tokenizer.padding_side = "left"
         self.name = label or f"local:{model_label(spec)}" + (f"+{Path(self.adapter).name}" if self.adapter else "")
@@ -137,7 +138,7 @@ class LocalBackend(ChatBackend):
         for i, r in enumerate(rest):
             ids[i, ids.shape[1] - len(r) :] = torch.tensor(r, dtype=torch.long)
             mask[i, ids.shape[1] - len(r) :] = 1
-        return ids, mask
+        return ids.to(self.model.device), mask.to(self.model.device)
 
     def _shared_prefix(self, encoded: list[list[int]]) -> list[int]:
         """The token prefix every conversation shares, less one token (each row keeps a token of its own)."""
@@ -155,7 +156,7 @@ class LocalBackend(ChatBackend):
         if not prefix:
             return None
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([prefix]), use_cache=True)
+            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
         return out.past_key_values
 
     @staticmethod
@@ -376,10 +377,12 @@ class CachedBackend(ChatBackend):
         return self.inner.choice_logprobs(conversations, choices)
 
 
-def make_backend(settings, cache_path: str | os.PathLike | None = None, batch_size: int | None = None) -> ChatBackend:
-    """Build the backend a ``teacher`` or ``judge`` section describes (cached if ``cache_path``)."""
+def make_backend(settings, cache_path: str | os.PathLike | None = None, batch_size: int | None = None,
+                 dtype: str = "auto") -> ChatBackend:
+    """Build the backend a ``teacher`` or ``judge`` section describes (cached if ``cache_path``).
+    ``dtype`` (``model.dtype``) places a local model: a GPU when present, fp32 on CPUs."""
     if settings.backend == "local":
-        backend: ChatBackend = LocalBackend(settings.model, batch_size=batch_size or settings.batch_size)
+        backend: ChatBackend = LocalBackend(settings.model, batch_size=batch_size or settings.batch_size, dtype=dtype)
     elif settings.backend == "openai":
         backend = OpenAIBackend(
             settings.base_url,

@@ -63,6 +63,10 @@ class ModelSettings:
     local folder, loaded with ``from_pretrained``."""
 
     name_or_path: str = "embedded:smollm2-135m-instruct"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "Weights' dtype for the models used only for inference (students' replies, the local teacher and "
+        "local judges): auto = bf16 on a GPU with bf16 units, fp32 otherwise (bf16 is about 4x slower on "
+        "CPUs without bf16 units). Training chooses its precision in the trainer (bf16 on GPUs).")})
 
 
 @dataclass

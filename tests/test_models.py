@@ -54,3 +54,53 @@ def test_unknown_model_gives_an_actionable_error():
         resolve_model_path("embedded:gpt-5")
     with pytest.raises(StudyError, match="cannot load it"):
         load_model("/no/such/model/folder")
+
+
+# ------------------------------------------------------------------ device and dtype of inference models
+def _fake_gpu(monkeypatch, bf16: bool):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+
+
+def test_inference_placement_is_fp32_on_cpu_and_bf16_on_a_gpu_that_has_it(monkeypatch):
+    from empathy_utils.errors import StudyError
+    from empathy_utils.models import inference_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert inference_placement("auto") == ("cpu", "float32")
+    assert inference_placement("bfloat16") == ("cpu", "bfloat16"), "an explicit dtype is honoured"
+    _fake_gpu(monkeypatch, bf16=True)
+    assert inference_placement("auto") == ("cuda", "bfloat16")
+    _fake_gpu(monkeypatch, bf16=False)
+    assert inference_placement("auto") == ("cuda", "float32"), "no bf16 units: fp32, never fp16 silently"
+    with pytest.raises(StudyError, match="model.dtype"):
+        inference_placement("int8")
+
+
+def test_inference_models_go_to_the_gpu_training_models_stay_on_the_cpu(monkeypatch, tiny_spec):
+    """With a (mocked) GPU, load_model(dtype=auto) loads bf16 weights and moves them to cuda; without
+    dtype (training) it stays fp32 on the CPU for the trainer to place."""
+    from transformers import PreTrainedModel
+
+    moved = []
+    monkeypatch.setattr(PreTrainedModel, "to", lambda self, *a, **k: moved.append(a) or self)
+    _fake_gpu(monkeypatch, bf16=True)
+    model = load_model(tiny_spec, dtype="auto")
+    assert model.dtype == torch.bfloat16
+    assert moved == [("cuda",)], f"inference model moved to {moved}"
+    moved.clear()
+    model = load_model(tiny_spec)
+    assert model.dtype == torch.float32
+    assert moved == [], "a training model is left for the trainer to place"
+
+
+def test_local_backend_feeds_its_model_on_the_model_s_device(tiny_spec):
+    from empathy_utils.backends import LocalBackend, Sampling
+
+    backend = LocalBackend(tiny_spec, batch_size=2, progress=False)
+    assert backend.model.dtype == torch.float32, "auto on a CPU: fp32"
+    ids, mask = backend._pad([[1, 2, 3], [4, 5]])
+    assert ids.device == backend.model.device
+    assert mask.device == backend.model.device
+    out = backend.chat([[{"role": "user", "content": "hello"}]], Sampling(max_new_tokens=3))
+    assert len(out) == 1
