@@ -165,7 +165,11 @@ def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(traine
         assert other is not None and torch.equal(value, other), name
     assert trainer.state.global_step == 2
     assert {"ce", "rkl", "mmd", "gate"} <= set(trainer.totals)
-    assert trainer.totals["rkl"][0] > 0 and trainer.totals["mmd"][0] >= 0
+    assert trainer.totals["rkl"][0] > 0, "the student and the teacher (who sees the PI) predict alike"
+    # The teacher reads the dialogue with the PI and its reasoning, the student without: their reply
+    # features differ, so the MMD² between them is positive (0 would mean the term compares a sample
+    # with itself, or is not computed).
+    assert trainer.totals["mmd"][0] > 1e-6, trainer.totals["mmd"]
 
 
 def test_the_trained_student_without_pi_is_exactly_its_lora_adapter(trained, tiny_data):
@@ -272,15 +276,16 @@ def test_the_single_turn_prompt_is_parsed_at_its_response_line():
 
 # -------------------------------------------------------------------------------- baselines
 def test_the_baselines_train_lora_adapters_with_trl(tiny_data, tmp_path):
-    cfg, train, _, _, _, teachers, _ = tiny_data
+    cfg, train, _, _, tokenizer, teachers, _ = tiny_data
     cfg.pride.max_steps = 1
+    cfg.pride.sdft_distillation_topk = 10 * len(tokenizer)  # more than the vocabulary: must be lowered
     black = train_blackbox_sft(cfg, train, [t.reply for t in teachers], tmp_path / "bb")
     sdft = train_sdft(cfg, train, [pi_block(e) for e in train], tmp_path / "sdft")
     for summary, folder in ((black, tmp_path / "bb"), (sdft, tmp_path / "sdft")):
         assert summary["steps"] == 1
         weights = load_file(str(folder / "adapter_model.safetensors"))
         assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
-    assert sdft["distillation_topk"] <= 1024  # lowered to the tiny vocabulary
+    assert sdft["distillation_topk"] == len(tokenizer), "top-k is lowered to the vocabulary's size"
 
 
 # ------------------------------------------------------------------------------- parameters
@@ -301,31 +306,43 @@ def test_pride_parameters_are_checked_together():
 
 
 def test_glued_facts_and_the_ablation_table_cover_every_student():
-    from empathy_utils.pride.stage import ablation_table, comparisons, glue_facts
+    from empathy_utils.presentation import pride_ablation_table, pride_glue_facts
+    from empathy_utils.pride.stage import comparisons
 
     cfg = _cfg()
     pairs = comparisons(cfg)
-    assert ("pride", "base") in pairs and ("pride", "teacher") in pairs and pairs[-1] == ("teacher", "base")
+    assert ("pride", "base") in pairs, pairs
+    assert ("pride", "teacher") in pairs, pairs
+    assert pairs[-1] == ("teacher", "base"), pairs
     assert len(pairs) == 2 * len(cfg.pride.variants) + 1
-    rows = [{"candidate": c, "opponent": o, "win_rate": 0.6, "ci_low": 0.4, "ci_high": 0.8, "wins": 3, "ties": 2,
-             "losses": 1, "unparsed": 0, "pairs": 6, "confidence": 0.95, "position_consistency": 0.5}
+    rows = [{"candidate": c, "opponent": o, "comparison": f"{c} vs {o}", "win_rate": 0.6, "ci_low": 0.4,
+             "ci_high": 0.8, "wins": 3, "ties": 2, "losses": 1, "unparsed": 0, "pairs": 6, "confidence": 0.95,
+             "position_consistency": 0.5}
             for c, o in pairs if o == "base"]
     results = pd.DataFrame(rows)
     card = {"train_usable": 8, "teacher": "t", "student_model": "s", "pi_fields": ["situation"], "source": {"name": "x"}}
-    facts = glue_facts(card, results, "judge J", 4)
-    assert facts["pride_vs_base_win_rate"] == 0.6 and facts["judge_name"] == "judge J"
+
+    def facts_of(frame):
+        return pride_glue_facts(card, {"results": frame, "judge": "judge J", "test_dialogues": 4})
+
+    facts = facts_of(results)
+    assert facts["pride_vs_base_win_rate"] == 0.6
+    assert facts["judge_name"] == "judge J"
+    assert "unknown validity" in facts["judge_statement"]  # no validity passed: said to be unmeasured
+    assert "not measured" in facts["judge_accuracy_statement"]
+    assert "agreed 50 %" in facts["judge_consistency"]
     assert math.isnan(facts["pride_vs_teacher_win_rate"])  # not judged in this run: glued as NaN, never made up
     assert "intervals overlap" in facts["teacher_role"]  # teacher and PRIDE both 60 % (40 – 80)
     teacher = results["candidate"] == "teacher"
     results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.25, 0.1, 0.35]
-    assert "no ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
+    assert "no ceiling" in facts_of(results)["teacher_role"]
     results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.95, 0.85, 1.0]
-    assert "remain the ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
-    assert "did not judge" in glue_facts(card, results[results["candidate"] != "teacher"], "judge J", 4)["teacher_role"]
-    table = ablation_table(results)
+    assert "remain the ceiling" in facts_of(results)["teacher_role"]
+    assert "did not judge" in facts_of(results[results["candidate"] != "teacher"])["teacher_role"]
+    table = pride_ablation_table(results)
     assert list(table.index) == ["SFT on the teacher's text", "SDFT (TRL)", "PRIDE", "PRIDE without PI",
                                  "PRIDE without reverse KL", "PRIDE without MMD", "teacher (sees the PI)"]
-    assert table.loc["PRIDE"].iloc[1].startswith("60.0 % (40.0 – 80.0)")
+    assert table.loc["PRIDE"].iloc[1].startswith("60.0 % (40.0 % – 80.0 %)")
 
 
 def test_the_pride_notebook_is_thin_and_registered():
@@ -374,11 +391,14 @@ def test_a_student_is_retrained_only_when_its_settings_or_data_change(tiny_data,
     adapter = paths.model("pride") / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     again = train_students(cfg, tmp_path)
-    assert adapter.stat().st_mtime_ns == stamp and "reused" in again["trainer"].iloc[0]
-    assert "reused" not in first["trainer"].iloc[0]
+    assert adapter.stat().st_mtime_ns == stamp, "unchanged settings and data: the adapter was retrained"
+    assert again[0]["reused"], again
+    assert not first[0]["reused"], first
+    assert again[0]["fingerprint"] == first[0]["fingerprint"]
     cfg.pride.lambda_rkl = 0.5
-    train_students(cfg, tmp_path)
-    assert adapter.stat().st_mtime_ns != stamp
+    changed = train_students(cfg, tmp_path)
+    assert adapter.stat().st_mtime_ns != stamp, "a changed setting must retrain the student"
+    assert not changed[0]["reused"], changed
 
 
 class CountingJudge:
@@ -412,15 +432,22 @@ def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     report = judge_students(cfg, tmp_path, judge=judge)
     results = report["results"].set_index(["candidate", "opponent"])
     assert list(results.index) == [("pride", "base"), ("pride", "teacher"), ("teacher", "base")]
-    assert results.loc[("pride", "base"), "win_rate"] == 1.0 and results.loc[("pride", "teacher"), "win_rate"] == 1.0
-    assert judge.items == 9 and report["judge"] == CountingJudge.name and "unknown validity" in report["judge_statement"]
+    assert results.loc[("pride", "base"), "win_rate"] == 1.0
+    assert results.loc[("pride", "teacher"), "win_rate"] == 1.0
+    assert judge.items == 9
+    assert report["judge"] == CountingJudge.name
+    assert report["accuracy"] is None, "nothing was measured in this folder"
+    assert (tmp_path / "figures" / "pride_winrates.png").exists()
     judge_students(cfg, tmp_path, judge=judge)
     assert judge.items == 9  # nothing changed: the saved verdicts are reused
     save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": "Hm."} for r in test], paths.generation("pride"))
     again = judge_students(cfg, tmp_path, judge=judge)["results"].set_index(["candidate", "opponent"])
-    assert judge.items == 15 and again.loc[("pride", "base"), "win_rate"] == 0.0
+    assert judge.items == 15, "changed replies must be judged again (two comparisons of three items)"
+    assert again.loc[("pride", "base"), "win_rate"] == 0.0
     facts = reply_facts(cfg, tmp_path)
-    assert facts["teacher_says_you"] == 1.0 and facts["base_says_you"] == 0.0 and facts["teacher_train_says_you"] == 0.0
+    assert facts["teacher_says_you"] == 1.0
+    assert facts["base_says_you"] == 0.0
+    assert facts["teacher_train_says_you"] == 0.0
     assert facts["ablation_overlap"] == "This run trained no ablation beside PRIDE."
 
 
