@@ -70,6 +70,7 @@ _LAZY = {
     "pride_method": "pride",
     "pride_reply_facts": "pride",
     "pride_training_table": "pride",
+    "pride_reply_glue": "presentation",
     "load_esconv": "esconv",
 }
 

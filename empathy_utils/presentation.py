@@ -400,6 +400,31 @@ def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = Non
     return facts
 
 
+def _joined(items: list) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ablation_overlap_sentence(overlap: dict | None) -> str:
+    """pride.stage.ablation_overlap in words."""
+    if overlap is None:
+        return "This run trained no ablation beside PRIDE."
+    names = [s.removeprefix("PRIDE ") for s in overlap["students"]]
+    text = (f"Word for word, the students {_joined(names)} wrote {_joined(overlap['same_as_pride'])} of their "
+            f"{overlap['replies']} test replies exactly as PRIDE did; an ablation that leaves most replies unchanged "
+            "cannot move the win rate much.")
+    terms = overlap.get("weighted_terms")
+    if terms:
+        text += (f" In PRIDE's training the weighted terms averaged {terms['CE']:.3f} (CE), "
+                 f"{terms['reverse KL']:.3f} (reverse KL) and {terms['MMD²']:.3f} (MMD²).")
+    return text
+
+
+def pride_reply_glue(facts: dict) -> dict:
+    """pride.stage.reply_facts as the chapter glues it (the overlap as a sentence)."""
+    return {**facts, "ablation_overlap": ablation_overlap_sentence(facts.get("ablation_overlap"))}
+
+
 def pride_method(cfg) -> str:
     """The run's PRIDE settings in one paragraph (the notebook prints it above the results)."""
     import textwrap

@@ -309,7 +309,8 @@ def _reply_stats(student: str, rows: list[dict]) -> dict:
 
 
 def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
-    """Per student (and the teacher): the share of test replies that address the speaker as "you"."""
+    """Per student (and the teacher): the share of test replies that address the speaker as "you";
+    and how far the ablations' replies differ from PRIDE's (:func:`ablation_overlap`)."""
     paths = PridePaths(run_dir)
     facts = {}
     for student in ["base", *cfg.pride.variants, *(["teacher"] if "teacher" in cfg.pride.opponents else [])]:
@@ -325,34 +326,25 @@ def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
 ABLATIONS = ("pride-no-pi", "pride-no-rkl", "pride-no-mmd")
 
 
-def _joined(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> str:
+def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> dict | None:
     """How many test replies each ablation wrote word for word as PRIDE did, and the size of each
-    loss term in PRIDE's training: an ablation that leaves most replies unchanged cannot move a win
-    rate, whatever its term does in principle."""
+    weighted loss term in PRIDE's training (None: no ablation beside PRIDE). An ablation that leaves
+    most replies unchanged cannot move a win rate, whatever its term does in principle."""
     paths = PridePaths(run_dir)
     ablations = [a for a in ABLATIONS if a in cfg.pride.variants]
     if "pride" not in cfg.pride.variants or not ablations:
-        return "This run trained no ablation beside PRIDE."
+        return None
     full = {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation("pride"))}
-    same = []
-    for a in ablations:
-        rows = _read_jsonl(paths.generation(a))
-        same.append(str(sum(full.get(r["dialogue_id"]) == r["reply"] for r in rows)))
-    names = [LABELS[a].removeprefix("PRIDE ") for a in ablations]
-    text = (f"Word for word, the students {_joined(names)} wrote {_joined(same)} of their {len(full)} test replies "
-            "exactly as PRIDE did; an ablation that leaves most replies unchanged cannot move the win rate much.")
+    same = [sum(full.get(r["dialogue_id"]) == r["reply"] for r in _read_jsonl(paths.generation(a))) for a in ablations]
     log = paths.results / "training.json"
     pride_log = next((s for s in json.loads(log.read_text()) if s["variant"] == "pride"), None) if log.exists() else None
+    terms = None
     if pride_log and pride_log.get("mean_ce") is not None:
         p = cfg.pride
-        text += (f" In PRIDE's training the weighted terms averaged {p.lambda_ce * pride_log['mean_ce']:.3f} (CE), "
-                 f"{p.lambda_rkl * pride_log['mean_rkl']:.3f} (reverse KL) and "
-                 f"{p.lambda_mmd * pride_log['mean_mmd']:.3f} (MMD²).")
-    return text
+        terms = {"CE": p.lambda_ce * pride_log["mean_ce"], "reverse KL": p.lambda_rkl * pride_log["mean_rkl"],
+                 "MMD²": p.lambda_mmd * pride_log["mean_mmd"]}
+    return {"students": [LABELS[a] for a in ablations], "same_as_pride": same, "replies": len(full),
+            "weighted_terms": terms}
 
 
 # ------------------------------------------------------------------------------------- 4. judging
