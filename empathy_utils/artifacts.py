@@ -131,3 +131,97 @@ def files_digest(folder: str | Path, pattern: str) -> str:
     for f in sorted(Path(folder).glob(pattern)):
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------- reuse if unchanged
+class FileStamp:
+    """The fingerprint kept as the whole text of a small file (e.g. ``generations/pride.fingerprint``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def read(self) -> str | None:
+        return self.path.read_text() if self.path.exists() else None
+
+    def write(self, fingerprint: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(fingerprint)
+
+
+class JsonStamp:
+    """The fingerprint kept under ``keys`` inside a JSON file that says more about the artifact (an
+    adapter's ``train_log.json``: ``("summary", "fingerprint")``; a variant's ``variant.json``)."""
+
+    def __init__(self, path: str | Path, *keys: str):
+        self.path = Path(path)
+        self.keys = keys
+
+    def read(self) -> str | None:
+        if not self.path.exists():
+            return None
+        node = json.loads(self.path.read_text())
+        for k in self.keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        return node if isinstance(node, str) else None
+
+    def write(self, fingerprint: str) -> None:
+        data = json.loads(self.path.read_text()) if self.path.exists() else {}
+        node = data
+        for k in self.keys[:-1]:
+            node = node.setdefault(k, {})
+        node[self.keys[-1]] = fingerprint
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(data, indent=2))
+
+
+class NamedFolderStamp:
+    """A cache folder whose *name* carries the fingerprint (``models/tiny-random-<key>``): it is
+    complete when ``marker`` exists in it; there is nothing to write."""
+
+    def __init__(self, folder: str | Path, fingerprint: str, marker: str):
+        self.folder, self.fingerprint, self.marker = Path(folder), fingerprint, marker
+
+    def read(self) -> str | None:
+        return self.fingerprint if (self.folder / self.marker).exists() else None
+
+    def write(self, fingerprint: str) -> None:
+        if fingerprint != self.fingerprint:
+            raise ValueError(f"{self.folder}: named for fingerprint {self.fingerprint}, not {fingerprint}")
+
+
+def is_main_process() -> bool:
+    """Under ``accelerate launch`` only the first process writes files (torchrun's RANK variable)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def reuse_or_build(target: str | Path, fingerprint: str, build, *, stamp=None, load=None, atomic: bool = False):
+    """The one "reuse it if nothing it depends on changed" of the study (adapters, replies, verdicts,
+    variants, converted models). ``fingerprint`` digests everything ``target`` depends on; ``stamp``
+    is where the fingerprint of the existing artifact is recorded (default: ``<target>.fingerprint``
+    beside it). When ``target`` exists and its stamp matches, ``load(target)`` is returned (default:
+    the path); otherwise ``build(path)`` writes it and the stamp is written after it, so a build that
+    fails half-way is never taken for a finished one. ``atomic``: the build writes a temporary folder
+    beside ``target`` that is renamed into place (concurrent builders of a shared cache).
+
+    Returns ``(value, reused)``."""
+    target = Path(target)
+    stamp = stamp or FileStamp(target.with_name(target.name + ".fingerprint"))
+    if target.exists() and stamp.read() == fingerprint:
+        return (load(target) if load else target), True
+    if atomic:
+        import shutil
+        import tempfile
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + ".tmp"))
+        value = build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: its copy is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+        value = target if value == tmp else value
+    else:
+        value = build(target)
+    if is_main_process():
+        stamp.write(fingerprint)
+    return value, False

@@ -10,8 +10,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .plotting import comparison_label
-
 COLORS = ["#1f5fa8", "#e08a2c", "#3a9a5b", "#b03030", "#7b4fa0", "#8c6d31"]
 
 
@@ -70,39 +68,6 @@ def validation_figure(report: dict) -> plt.Figure:
     right.grid(alpha=0.3)
     fig.suptitle(f"Judges against human ratings on {d['test_pairs']} rated pairs of {d['test_dialogues']} "
                  f"LLMs-vs-Humans test-split dialogues", fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def winrate_figure(results: pd.DataFrame, judge_name: str, title: str = "Win rates") -> plt.Figure:
-    """One row per comparison: the win rate (ties ½) with its bootstrap CI, the length-controlled win
-    rate (hollow diamond), and the wins / ties / losses beside it."""
-    n = len(results)
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.8 * n))
-    y = np.arange(n)[::-1]
-    rate = results["win_rate"].to_numpy(dtype=float)
-    low = np.clip(rate - results["ci_low"].to_numpy(dtype=float), 0, None)
-    high = np.clip(results["ci_high"].to_numpy(dtype=float) - rate, 0, None)
-    ax.errorbar(rate, y, xerr=[low, high], fmt="o", color="#1f5fa8", ecolor="#1f5fa8", capsize=5, markersize=8,
-                label="win rate (ties ½), bootstrap CI")
-    if "lc_win_rate" in results:
-        ax.plot(results["lc_win_rate"].to_numpy(dtype=float), y + 0.18, "D", markerfacecolor="none",
-                markeredgecolor="#e08a2c", markersize=8, label="length-controlled win rate")
-    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y)
-    ax.set_yticklabels([comparison_label(c, o) for c, o in zip(results["candidate"], results["opponent"])])
-    ax.set_xlim(0, 1)
-    ax.set_ylim(-0.8, n - 0.2 + 0.5)
-    conf = int(round(float(results["confidence"].iloc[0]) * 100)) if n else 95
-    ax.set_xlabel(f"win rate of the first-named model ({conf} % bootstrap CI)")
-    for yy, (_, r) in zip(y, results.iterrows()):
-        extra = f", {r['unparsed']} unparsed" if r["unparsed"] else ""
-        ax.annotate(f"W {r['wins']} / T {r['ties']} / L {r['losses']}{extra}", (1.0, yy), xytext=(6, 0),
-                    textcoords="offset points", va="center", fontsize=9, annotation_clip=False)
-    ax.legend(fontsize=8, loc="lower left")
-    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 95))
-    ax.set_title(f"{title}\n{wrapped}", fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 

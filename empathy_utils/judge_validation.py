@@ -48,6 +48,7 @@ from .judges import (EmbeddingHeadJudge, InstructionStrippingJudge, Judge, Likel
                      PairwiseLLMJudge, RewardModelJudge, attack, position_consistency,
                      reward_conversation, strip_instructions, word_count)
 from .paths import DATA_ENV, cache_dir
+from .presentation import percent, plain
 from .winrate import cluster_bootstrap
 
 SOURCES = list(LVH_SOURCES.values())
@@ -489,15 +490,7 @@ def load_validation_data(cfg: StudyConfig) -> pd.DataFrame | None:
 
 # ------------------------------------------------------------------------------- the stage
 def _plain(x):
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+    return plain(x, nan=None)  # the one converter (presentation.plain); JSON has no NaN
 
 
 def validation_file(run_dir: str | Path) -> Path:
@@ -618,8 +611,7 @@ def select(report: dict) -> dict | None:
 
 
 # ------------------------------------------------------------------------------ presenting
-def _pct(x, digits: int = 1) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f} %"
+_pct = percent  # the one percentage formatter (presentation.percent)
 
 
 def validation_table(report: dict) -> pd.DataFrame:

@@ -15,10 +15,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .artifacts import NamedFolderStamp, reuse_or_build
 from .errors import StudyError
 from .paths import cache_dir, resources_dir
 
@@ -141,30 +140,30 @@ def _embedded_folder(key: str) -> Path:
         raise StudyError(f"{gguf}: the GGUF file is missing from the installed {info['package']} package")
     stat = gguf.stat()
     tag = hashlib.sha256(f"{gguf.name}:{stat.st_size}".encode()).hexdigest()[:10]
-    folder = cache_dir() / "models" / f"{key}-{tag}"
-    if (folder / "model.safetensors").exists():
-        return folder
-    return _convert_gguf(gguf, folder)
+    return _cached_model_folder(f"{key}-{tag}", tag, lambda folder: _convert_gguf(gguf, folder))
+
+
+def _cached_model_folder(name: str, fingerprint: str, build) -> Path:
+    """A model folder in the cache, named for what it was built from, built once (atomically: a
+    half-written folder never shows, and two processes building it at once do not clash)."""
+    folder = cache_dir() / "models" / name
+    built, _ = reuse_or_build(folder, fingerprint, build, stamp=NamedFolderStamp(folder, fingerprint, "model.safetensors"),
+                              atomic=True)
+    return Path(built)
 
 
 def _convert_gguf(gguf: Path, folder: Path) -> Path:
-    """Dequantize a GGUF once into a safetensors folder (atomic: a half-written folder never shows)."""
+    """Dequantize a GGUF into a safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     clear_gguf_quantization_flags(model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    (tmp / "SOURCE.json").write_text(
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    (folder / "SOURCE.json").write_text(
         json.dumps({"gguf": str(gguf), "sha256": _sha256(gguf), "converted_by": "empathy_utils.models"}, indent=2)
     )
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -209,10 +208,10 @@ def build_tiny_model(seed: int = 0, vocab_size: int = 1024) -> Path:
     """Build (once, then cache) a tiny random Llama with a ChatML template; ~0.2 M parameters."""
     text = _tiny_training_text()
     key = hashlib.sha256(json.dumps([text, seed, vocab_size, TINY_DIMS]).encode()).hexdigest()[:10]
-    folder = cache_dir() / "models" / f"tiny-random-{key}"
-    if (folder / "model.safetensors").exists():
-        return folder
+    return _cached_model_folder(f"tiny-random-{key}", key, lambda folder: _build_tiny_model(folder, text, seed, vocab_size))
 
+
+def _build_tiny_model(folder: Path, text: list[str], seed: int, vocab_size: int) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -248,12 +247,6 @@ def build_tiny_model(seed: int = 0, vocab_size: int = 1024) -> Path:
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
     return folder

@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
-import numpy as np
 import pandas as pd
 
-# Executed pages are read as a book: keep dependency notices out of them. tqdm's hint to install
-# ipywidgets (a static page cannot show widgets anyway) and the deprecation notices that TRL and PEFT
-# trigger inside transformers 5 say nothing about this study.
-warnings.filterwarnings("ignore", message="IProgress not found")
-warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.* is deprecated", category=FutureWarning)
-
-# Tables in the book show whole cells (judge names are long and must not be cut).
-pd.set_option("display.max_colwidth", None)
+from .presentation import plain
 
 
-def _plain(value):
-    """myst-nb glue wants plain Python values (not NumPy scalars); NaN becomes None-like text."""
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if not math.isnan(float(value)) else float("nan")
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
+def setup_notebook() -> None:
+    """Called once at the top of every stage notebook (never on import). Executed pages are read as a
+    book: keep dependency notices and progress bars out of them — tqdm's hint to install ipywidgets (a
+    static page cannot show widgets anyway), the deprecation notices that TRL and PEFT trigger inside
+    transformers 5, the libraries' per-file progress bars — and show whole table cells (judge names
+    are long and must not be cut)."""
+    from .training import quiet_libraries
+
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.* is deprecated",
+                            category=FutureWarning)
+    pd.set_option("display.max_colwidth", None)
+    quiet_libraries()
 
 
 def glue_values(values: dict, prefix: str = "") -> list[str]:
@@ -35,7 +30,7 @@ def glue_values(values: dict, prefix: str = "") -> list[str]:
 
     keys = []
     for key, value in values.items():
-        value = _plain(value)
+        value = plain(value)
         if isinstance(value, (int, float, str, bool)):
             glue(f"{prefix}{key}", value, display=False)
             keys.append(f"{prefix}{key}")

@@ -21,25 +21,37 @@ def comparison_label(candidate: str, opponent: str) -> str:
 
 
 def winrate_figure(results: pd.DataFrame, judge_name: str, title: str = "Win rates") -> plt.Figure:
-    """One row per comparison: the win rate (ties count half) with its bootstrap CI, and the raw
-    wins/ties/losses counts beside it."""
+    """One row per comparison: the win rate (ties ½) with its bootstrap CI, the length-controlled win
+    rate (hollow diamond, where estimated), and the wins / ties / losses beside it. Rows are labelled
+    by ``comparison`` (else by candidate and opponent)."""
+    import numpy as np
+
     n = len(results)
-    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.75 * n))
-    y = list(range(n))[::-1]
-    rate = results["win_rate"].to_numpy()
-    low = (results["win_rate"] - results["ci_low"]).clip(lower=0).to_numpy()
-    high = (results["ci_high"] - results["win_rate"]).clip(lower=0).to_numpy()
-    ax.errorbar(rate, y, xerr=[low, high], fmt="o", color="#1f5fa8", ecolor="#1f5fa8", capsize=5, markersize=8)
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.8 * n))
+    y = np.arange(n)[::-1]
+    rate = results["win_rate"].to_numpy(dtype=float)
+    low = np.clip(rate - results["ci_low"].to_numpy(dtype=float), 0, None)
+    high = np.clip(results["ci_high"].to_numpy(dtype=float) - rate, 0, None)
+    ax.errorbar(rate, y, xerr=[low, high], fmt="o", color="#1f5fa8", ecolor="#1f5fa8", capsize=5, markersize=8,
+                label="win rate (ties ½), bootstrap CI")
+    if "lc_win_rate" in results:
+        ax.plot(results["lc_win_rate"].to_numpy(dtype=float), y + 0.18, "D", markerfacecolor="none",
+                markeredgecolor="#e08a2c", markersize=8, label="length-controlled win rate")
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_yticks(y)
-    ax.set_yticklabels([comparison_label(c, o) for c, o in zip(results["candidate"], results["opponent"])])
+    labels = (results["comparison"] if "comparison" in results else
+              [comparison_label(c, o) for c, o in zip(results["candidate"], results["opponent"])])
+    ax.set_yticklabels(list(labels))
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"win rate of the first-named model (ties count half), {int(results['confidence'].iloc[0] * 100)} % bootstrap CI")
+    ax.set_ylim(-0.8, n - 0.2 + 0.5)
+    conf = int(round(float(results["confidence"].iloc[0]) * 100)) if n else 95
+    ax.set_xlabel(f"win rate of the first-named model ({conf} % bootstrap CI)")
     for yy, (_, r) in zip(y, results.iterrows()):
         extra = f", {r['unparsed']} unparsed" if r["unparsed"] else ""
         ax.annotate(f"W {r['wins']} / T {r['ties']} / L {r['losses']}{extra}", (1.0, yy), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=9, annotation_clip=False)
-    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 90))
+    ax.legend(fontsize=8, loc="lower left")
+    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 95))
     ax.set_title(f"{title}\n{wrapped}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from .artifacts import RunPaths, digest, files_digest
+from .artifacts import JsonStamp, RunPaths, digest, files_digest, reuse_or_build
 from .config import StudyConfig, load_config
 from .errors import StudyError
 
@@ -88,23 +88,21 @@ def lora_config(cfg: StudyConfig):
 
 
 # ------------------------------------------------------------------------ reusing a finished training
-def reusable_adapter(folder: Path, fingerprint: str) -> dict | None:
-    """The saved summary of an adapter trained with the same fingerprint (None: train it). This is how
-    an adapter trained under ``accelerate launch`` is picked up by the runner's stage without training
-    it again, and how a re-run with the same settings and data skips the training."""
-    log = Path(folder) / "train_log.json"
-    if not (log.exists() and (Path(folder) / "adapter_config.json").exists()):
-        return None
-    summary = json.loads(log.read_text()).get("summary", {})
-    return summary if summary.get("fingerprint") == fingerprint else None
+def adapter_stamp(folder: Path) -> JsonStamp:
+    """Where an adapter records the fingerprint it was trained with: ``train_log.json``'s summary. This
+    is how an adapter trained under ``accelerate launch`` is picked up by the runner's stage without
+    training it again, and how a re-run with the same settings and data skips the training."""
+    return JsonStamp(Path(folder) / "train_log.json", "summary", "fingerprint")
 
 
-def stamp_adapter(folder: Path, fingerprint: str) -> None:
-    """Record in ``train_log.json`` the fingerprint an adapter was trained with."""
-    log = Path(folder) / "train_log.json"
-    data = json.loads(log.read_text())
-    data["summary"]["fingerprint"] = fingerprint
-    log.write_text(json.dumps(data, indent=2))
+def reuse_or_train(folder: Path, fingerprint: str, train) -> dict:
+    """``train(folder)`` unless ``folder`` holds an adapter trained with ``fingerprint``; returns the
+    training summary, with ``reused`` saying which."""
+    def saved_summary(path: Path) -> dict:
+        return json.loads((path / "train_log.json").read_text())["summary"]
+
+    summary, reused = reuse_or_build(folder, fingerprint, train, stamp=adapter_stamp(folder), load=saved_summary)
+    return {**summary, "fingerprint": fingerprint, "reused": reused}
 
 
 def _fingerprint(cfg: StudyConfig, step: str, data: Path, start_adapter: Path | None = None) -> str:
@@ -145,50 +143,52 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
 
 def train_sft(cfg: StudyConfig, run_dir: str | Path) -> dict:
     """Step 1: LoRA SFT on the run's SFT examples; writes ``models/sft``."""
+    quiet_libraries()
+    paths = RunPaths(run_dir)
+    if not paths.sft_data.exists():
+        raise StudyError(f"{paths.sft_data}: no SFT data; run the datasets stage first")
+    return reuse_or_train(paths.sft_model, _fingerprint(cfg, "sft", paths.sft_data), lambda out: _train_sft(cfg, paths, out))
+
+
+def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     from datasets import load_from_disk
     from trl import SFTConfig, SFTTrainer
 
     from .models import load_model, load_tokenizer
 
-    quiet_libraries()
-    paths = RunPaths(run_dir)
-    if not paths.sft_data.exists():
-        raise StudyError(f"{paths.sft_data}: no SFT data; run the datasets stage first")
-    fingerprint = _fingerprint(cfg, "sft", paths.sft_data)
-    if (reused := reusable_adapter(paths.sft_model, fingerprint)) is not None:
-        return {**reused, "reused": True}
     data = load_from_disk(str(paths.sft_data))
     data = data.map(to_prompt_completion, remove_columns=data.column_names)
     model = load_model(cfg.model.name_or_path)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = SFTConfig(**trainer_arguments(cfg.sft, paths.sft_model, cfg.run.seed), max_length=cfg.sft.max_length)
+    args = SFTConfig(**trainer_arguments(cfg.sft, out, cfg.run.seed), max_length=cfg.sft.max_length)
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
     start = time.time()
     trainer.train()
-    return _save(trainer, tokenizer, paths.sft_model, time.time() - start,
-                 {"examples": len(data), "fingerprint": fingerprint, "reused": False})
+    return _save(trainer, tokenizer, out, time.time() - start, {"examples": len(data)})
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     """Step 2: DPO continuing the SFT adapter, the frozen SFT adapter as reference; writes ``models/dpo``."""
-    from datasets import load_from_disk
-    from trl import DPOConfig, DPOTrainer
-
-    from .models import load_model, load_tokenizer
-
     quiet_libraries()
     paths = RunPaths(run_dir)
     for needed, stage in ((paths.dpo_data, "datasets"), (paths.sft_model, "sft")):
         if not needed.exists():
             raise StudyError(f"{needed}: missing; run the {stage} stage first")
     fingerprint = _fingerprint(cfg, "dpo", paths.dpo_data, start_adapter=paths.sft_model)
-    if (reused := reusable_adapter(paths.dpo_model, fingerprint)) is not None:
-        return {**reused, "reused": True}
+    return reuse_or_train(paths.dpo_model, fingerprint, lambda out: _train_dpo(cfg, paths, out))
+
+
+def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
+    from datasets import load_from_disk
+    from trl import DPOConfig, DPOTrainer
+
+    from .models import load_model, load_tokenizer
+
     data = load_from_disk(str(paths.dpo_data)).select_columns(["prompt", "chosen", "rejected"])
     model = load_model(cfg.model.name_or_path, adapter=paths.sft_model, trainable_adapter=True)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = DPOConfig(**trainer_arguments(cfg.dpo, paths.dpo_model, cfg.run.seed), max_length=cfg.dpo.max_length,
+    args = DPOConfig(**trainer_arguments(cfg.dpo, out, cfg.run.seed), max_length=cfg.dpo.max_length,
                      beta=cfg.dpo.beta,
                      loss_type=[cfg.dpo.loss_type])
     trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
@@ -199,8 +199,8 @@ def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
-             "last_reward_accuracy": accuracies[-1] if accuracies else None, "fingerprint": fingerprint, "reused": False}
-    return _save(trainer, tokenizer, paths.dpo_model, time.time() - start, extra)
+             "last_reward_accuracy": accuracies[-1] if accuracies else None}
+    return _save(trainer, tokenizer, out, time.time() - start, extra)
 
 
 def main(argv: list[str] | None = None) -> None:

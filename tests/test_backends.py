@@ -31,18 +31,21 @@ def test_batched_generation_equals_one_at_a_time(tiny_backend):
 
 def test_choice_logprobs_are_normalised_log_probabilities(tiny_backend):
     out = tiny_backend.choice_logprobs(_convs(3), ["1", "2"])
-    assert len(out) == 3 and all(set(d) == {"1", "2"} and d["1"] < 0 and d["2"] < 0 for d in out)
+    assert len(out) == 3
+    assert all(set(d) == {"1", "2"} and d["1"] < 0 and d["2"] < 0 for d in out)
 
 
 def test_cache_answers_a_repeat_with_zero_new_calls(tiny_backend, tmp_path):
     cached = CachedBackend(tiny_backend, ResponseCache(tmp_path / "cache.sqlite"), chunk_size=2)
     sampling = Sampling(max_new_tokens=5)
     first = cached.chat(_convs(5), sampling)
-    assert cached.stats.new_calls == 5 and not any(c.cached for c in first)
+    assert cached.stats.new_calls == 5
+    assert not any(c.cached for c in first)
     # A new process opening the same file: nothing is asked again.
     again = CachedBackend(tiny_backend, ResponseCache(tmp_path / "cache.sqlite"))
     second = again.chat(_convs(5), sampling)
-    assert again.stats.new_calls == 0 and all(c.cached for c in second)
+    assert again.stats.new_calls == 0
+    assert all(c.cached for c in second)
     assert [c.text for c in first] == [c.text for c in second]
     # Different sampling parameters are a different question.
     again.chat(_convs(1), Sampling(max_new_tokens=4))
@@ -53,7 +56,8 @@ def test_duplicate_conversations_in_one_call_are_asked_once(tiny_backend, tmp_pa
     cached = CachedBackend(tiny_backend, ResponseCache(tmp_path / "c.sqlite"))
     convs = _convs(2) * 3
     out = cached.chat(convs, Sampling(max_new_tokens=3))
-    assert cached.stats.new_calls == 2 and len(out) == 6
+    assert cached.stats.new_calls == 2
+    assert len(out) == 6
 
 
 def _shared_prefix_convs(n):
@@ -71,4 +75,5 @@ def test_shared_prefix_gives_the_same_answers_and_probabilities(tiny_spec, tiny_
     single = plain.chat(convs, sampling)
     assert [c.text for c in shared] == [c.text for c in single]
     for a, b in zip(tiny_backend.choice_logprobs(convs, ["1", "2"]), plain.choice_logprobs(convs, ["1", "2"])):
-        assert a["1"] == pytest.approx(b["1"], abs=1e-4) and a["2"] == pytest.approx(b["2"], abs=1e-4)
+        assert a["1"] == pytest.approx(b["1"], abs=1e-4)
+        assert a["2"] == pytest.approx(b["2"], abs=1e-4)

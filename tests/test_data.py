@@ -29,7 +29,8 @@ def test_split_is_the_papers_250_test_1750_train(lvh):
     test = lvh[lvh["split"] == "test"]
     goods = sum((test[f"rating_{s}"] == 3).astype(int) for s in LVH_SOURCES.values())
     # methods.md A.1: 198 test dialogues with exactly one Good reply, 52 with none.
-    assert (goods == 1).sum() == 198 and (goods == 0).sum() == 52
+    assert (goods == 1).sum() == 198
+    assert (goods == 0).sum() == 52
 
 
 @pytest.mark.data
@@ -76,7 +77,10 @@ def test_bad_rating_names_file_row_line_and_field(tmp_path):
     with pytest.raises(DataError) as info:
         load_llms_vs_humans(path=path)
     msg = str(info.value)
-    assert str(path) in msg and "row 2 (line 3)" in msg and "field rating_human" in msg and "'Good'" in msg
+    assert str(path) in msg
+    assert "row 2 (line 3)" in msg
+    assert "field rating_human" in msg
+    assert "'Good'" in msg
 
 
 def test_empty_text_names_the_field(tmp_path):
@@ -109,10 +113,12 @@ def test_missing_data_directory_says_what_to_do(monkeypatch, tmp_path):
 def test_embedded_corpus_covers_all_32_emotions():
     corpus = load_embedded_corpus()
     assert len(corpus) >= 64
-    assert set(corpus["emotion"]) == set(ED_EMOTIONS) and len(ED_EMOTIONS) == 32
+    assert set(corpus["emotion"]) == set(ED_EMOTIONS)
+    assert len(ED_EMOTIONS) == 32
     assert corpus["dialogue_id"].is_unique
     test = corpus[corpus["split"] == "test"]
-    assert len(test) == 32 and set(test["emotion"]) == set(ED_EMOTIONS)
+    assert len(test) == 32
+    assert set(test["emotion"]) == set(ED_EMOTIONS)
     for col in ("situation", "utterance", "reference_reply"):
         assert corpus[col].str.strip().str.len().min() > 0
 

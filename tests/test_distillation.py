@@ -42,7 +42,8 @@ def test_m2_and_m3_counts_equal_the_papers(train):
 @pytest.mark.data
 def test_m1_builds_two_sft_examples_per_row_and_llm_chosen_pairs(train):
     sft, dpo = dist.direct_distillation(train, "gpt4", "corrected")
-    assert len(sft) == 2 * 639 and len(dpo) == 593
+    assert len(sft) == 2 * 639
+    assert len(dpo) == 593
     assert {e["target_source"] for e in sft} == {"human", "gpt4"}
     assert all(p["chosen_source"] == "gpt4" and p["rejected_source"] == "human" for p in dpo)
     row = train[train["dialogue_id"] == dpo[0]["dialogue_id"]].iloc[0]
@@ -69,7 +70,8 @@ def test_m3_corrected_rejects_the_teachers_initial_reply(scripted_backend):
     train = _small_train()
     log = dist.TeacherLog()
     sft, dpo = dist.improve_initial(train, scripted_backend, "cognitive", "corrected", Sampling(), log, 0.5, 42)
-    assert len(dpo) == 5 and len(sft) == 10  # 5 SFT rows x (human + improved)
+    assert len(dpo) == 5
+    assert len(sft) == 10  # 5 SFT rows x (human + improved)
     assert all(p["rejected_source"] == "teacher-initial" for p in dpo)
     assert all(p["rejected"][0]["content"].startswith("Reply initial") for p in dpo)
     assert all(p["chosen"][0]["content"].startswith("Reply improved") for p in dpo)
@@ -119,7 +121,9 @@ def test_unusable_teacher_answers_are_retried_once_then_dropped():
     backend = ScriptedBackend(answer)
     log = dist.TeacherLog()
     _, dpo = dist.improve_human(train, backend, "naive", Sampling(), log)
-    assert log.retried == 2 and log.dropped == 1 and len(dpo) == 1
+    assert log.retried == 2
+    assert log.dropped == 1
+    assert len(dpo) == 1
     assert log.flags["echo"] == 1  # flags describe the final answers (after the retry)
     assert dpo[0]["chosen"][0]["content"] == "A genuinely new reply."
 
@@ -127,9 +131,11 @@ def test_unusable_teacher_answers_are_retried_once_then_dropped():
 def test_truncated_answers_are_cut_to_their_last_sentence():
     conv = [{"role": "user", "content": "x"}]
     text, flags = dist._checked(Completion("That sounds hard. I hope you get some rest and", "length"), None, conv)
-    assert text == "That sounds hard." and flags == ["truncated"]
+    assert text == "That sounds hard."
+    assert flags == ["truncated"]
     text, flags = dist._checked(Completion("no sentence ends here", "length"), None, conv)
-    assert text == "" and "empty" in flags
+    assert text == ""
+    assert "empty" in flags
 
 
 def test_card_records_prompt_hashes_and_counts(scripted_backend):

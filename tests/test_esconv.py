@@ -46,10 +46,13 @@ def test_examples_answer_a_seeker_turn_and_carry_the_privileged_information(esco
     for e in examples:
         d = by_id[e["dialogue_id"].rsplit("-t", 1)[0]]
         turn = d["turns"][e["turn"]]
-        assert turn["speaker"] == "supporter" and d["turns"][e["turn"] - 1]["speaker"] == "seeker"
-        assert e["reference"] == turn["text"] and e["strategy"] == turn["strategy"] in STRATEGIES
+        assert turn["speaker"] == "supporter"
+        assert d["turns"][e["turn"] - 1]["speaker"] == "seeker"
+        assert e["reference"] == turn["text"]
+        assert e["strategy"] == turn["strategy"] in STRATEGIES
         assert (e["situation"], e["problem"], e["emotion"]) == (d["situation"], d["problem_type"], d["emotion_type"])
-        assert 1 <= len(e["history"].splitlines()) <= 4 and e["history"].splitlines()[-1].startswith("Speaker: ")
+        assert 1 <= len(e["history"].splitlines()) <= 4
+        assert e["history"].splitlines()[-1].startswith("Speaker: ")
         assert e["utterance"].endswith(e["history"].splitlines()[-1][len("Speaker: "):])
     again = examples_from_dialogues(dialogues, per_dialogue=1, history_turns=4, seed=3)
     assert [e["dialogue_id"] for e in again] == [e["dialogue_id"] for e in examples]  # seeded
@@ -80,7 +83,8 @@ def test_malformed_lines_are_named_by_file_line_and_field(tmp_path, line, messag
     path.write_text(_line() + "\n" + line + "\n")
     with pytest.raises(DataError) as info:
         load_esconv("train", path=path)
-    assert str(path) in str(info.value) and message in str(info.value)
+    assert str(path) in str(info.value)
+    assert message in str(info.value)
 
 
 def test_a_good_file_loads_and_missing_files_say_what_to_do(tmp_path):

@@ -49,7 +49,8 @@ def test_content_judge_gives_wins_losses_and_ties():
     judge = PairwiseLLMJudge(FixedJudgeBackend("content"))
     out = judge.judge(ITEMS)
     assert [r["verdict"] for r in out] == ["a", "b", "tie"]
-    assert out[0]["p_a"] == pytest.approx(0.9) and out[1]["p_a"] == pytest.approx(0.1)
+    assert out[0]["p_a"] == pytest.approx(0.9)
+    assert out[1]["p_a"] == pytest.approx(0.1)
     assert all(r["judge"] == judge.name and "both orders" in judge.name for r in out)
     assert position_consistency(out) == pytest.approx(2 / 3)
 
@@ -72,9 +73,14 @@ def test_text_verdicts_and_unparsed_answers_are_counted_not_lost():
 
 
 def test_parse_choice():
-    assert parse_choice(" 2") == "2" and parse_choice("Response 1 is better") == "1" and parse_choice("**1**") == "1"
-    assert parse_choice("I pick response 2.") == "2" and parse_choice("Both response 1 and response 2 are fine") is None
-    assert parse_choice("12 reasons") is None and parse_choice("Neither") is None and parse_choice("") is None
+    assert parse_choice(" 2") == "2"
+    assert parse_choice("Response 1 is better") == "1"
+    assert parse_choice("**1**") == "1"
+    assert parse_choice("I pick response 2.") == "2"
+    assert parse_choice("Both response 1 and response 2 are fine") is None
+    assert parse_choice("12 reasons") is None
+    assert parse_choice("Neither") is None
+    assert parse_choice("") is None
 
 
 def test_reply_cannot_close_its_quotation():
@@ -88,14 +94,17 @@ def test_summarize_counts_both_definitions_and_a_ci():
     assert s["win_rate"] == pytest.approx((30 + 5) / 50)
     assert s["paper_win_rate"] == pytest.approx(30 / 52)
     assert s["ci_low"] < s["win_rate"] < s["ci_high"]
-    assert 0.55 < s["ci_low"] and s["ci_high"] < 0.85
+    assert 0.55 < s["ci_low"]
+    assert s["ci_high"] < 0.85
 
 
 def test_summarize_degenerate_cases():
     s = summarize(["tie"] * 5)
-    assert s["win_rate"] == s["ci_low"] == s["ci_high"] == 0.5 and s["paper_win_rate"] == 0
+    assert s["win_rate"] == s["ci_low"] == s["ci_high"] == 0.5
+    assert s["paper_win_rate"] == 0
     s = summarize(["unparsed"] * 3)
-    assert math.isnan(s["win_rate"]) and s["paper_win_rate"] == 0
+    assert math.isnan(s["win_rate"])
+    assert s["paper_win_rate"] == 0
 
 
 # ------------------------------------------------------------------ length control, groups, metrics
@@ -113,7 +122,8 @@ def test_length_controlled_win_rate_removes_a_pure_length_effect():
     lc = length_controlled(verdicts, list(diff), resamples=200)
     raw = summarize(verdicts)["win_rate"]
     assert raw > 0.65
-    assert abs(lc["lc_win_rate"] - 0.5) < 0.08 and lc["length_slope"] > 2
+    assert abs(lc["lc_win_rate"] - 0.5) < 0.08
+    assert lc["length_slope"] > 2
     assert lc["lc_ci_low"] <= lc["lc_win_rate"] <= lc["lc_ci_high"]
 
 
@@ -124,7 +134,8 @@ def test_length_controlled_win_rate_keeps_a_real_preference():
     diff = rng.normal(0, 10, size=600)
     verdicts = list(np.where(rng.random(600) < 0.75, "a", "b"))  # independent of length
     lc = length_controlled(verdicts, list(diff), resamples=200)
-    assert abs(lc["lc_win_rate"] - 0.75) < 0.05 and abs(lc["length_slope"]) < 0.5
+    assert abs(lc["lc_win_rate"] - 0.75) < 0.05
+    assert abs(lc["length_slope"]) < 0.5
     assert math.isnan(length_controlled(["unparsed"], [3.0])["lc_win_rate"])
 
 
@@ -133,12 +144,15 @@ def test_by_group_and_cluster_bootstrap():
 
     groups = by_group(["a", "b", "tie", "a", "unparsed"], ["sad", "sad", "sad", "joyful", "joyful"])
     assert groups["sad"] == {"n": 3, "wins": 1, "ties": 1, "losses": 1, "unparsed": 0, "win_rate": 0.5}
-    assert groups["joyful"]["win_rate"] == 1.0 and groups["joyful"]["unparsed"] == 1
+    assert groups["joyful"]["win_rate"] == 1.0
+    assert groups["joyful"]["unparsed"] == 1
     mean, low, high = cluster_bootstrap([1, 1, 0, 0, 1, 0], ["d1", "d1", "d2", "d2", "d3", "d3"], resamples=300)
-    assert mean == pytest.approx(0.5) and low <= mean <= high
+    assert mean == pytest.approx(0.5)
+    assert low <= mean <= high
     # Whole clusters are resampled: two identical-valued clusters can only give 0, ½ or 1.
     _, low, high = cluster_bootstrap([1, 1, 0, 0], ["x", "x", "y", "y"], resamples=300)
-    assert low in (0.0, 0.5) and high in (0.5, 1.0)
+    assert low in (0.0, 0.5)
+    assert high in (0.5, 1.0)
 
 
 def test_reference_metrics_through_sacrebleu_and_rouge_score():
@@ -146,10 +160,13 @@ def test_reference_metrics_through_sacrebleu_and_rouge_score():
 
     same = reference_metrics(["I am so sorry to hear about your dog today."] * 3,
                              ["I am so sorry to hear about your dog today."] * 3)
-    assert same["BLEU-4"] == pytest.approx(100.0) and same["ROUGE-L"] == pytest.approx(100.0)
+    assert same["BLEU-4"] == pytest.approx(100.0)
+    assert same["ROUGE-L"] == pytest.approx(100.0)
     other = reference_metrics(["What a lovely surprise for you!"], ["I am so sorry to hear about your dog today."])
-    assert other["BLEU-4"] < 5 and other["ROUGE-L"] < 20
-    assert distinct_n(["a b a b"], 1) == pytest.approx(50.0) and distinct_n(["a b a b"], 2) == pytest.approx(200 / 3)
+    assert other["BLEU-4"] < 5
+    assert other["ROUGE-L"] < 20
+    assert distinct_n(["a b a b"], 1) == pytest.approx(50.0)
+    assert distinct_n(["a b a b"], 2) == pytest.approx(200 / 3)
     with pytest.raises(ValueError):
         reference_metrics(["x"], [])
 
@@ -164,10 +181,13 @@ def test_length_controlled_win_rate_is_not_extrapolated_beyond_the_data():
     diff = rng.integers(5, 50, size=48).astype(float)
     verdicts = list(np.where(rng.random(48) < 0.7, "a", "b"))
     lc = length_controlled(verdicts, list(diff), resamples=50)
-    assert math.isnan(lc["lc_win_rate"]) and math.isnan(lc["lc_ci_low"])
-    assert "longer one in 100 % of pairs" in lc["lc_note"] and f"{diff.min():+.0f} to" in lc["lc_note"]
+    assert math.isnan(lc["lc_win_rate"])
+    assert math.isnan(lc["lc_ci_low"])
+    assert "longer one in 100 % of pairs" in lc["lc_note"]
+    assert f"{diff.min():+.0f} to" in lc["lc_note"]
     assert lc_statement(lc) == lc["lc_note"]
     diff[:6] *= -1  # an eighth of the pairs now has the candidate shorter: zero is inside the data
     lc = length_controlled(verdicts, list(diff), resamples=50)
-    assert not math.isnan(lc["lc_win_rate"]) and lc["lc_note"] == ""
+    assert not math.isnan(lc["lc_win_rate"])
+    assert lc["lc_note"] == ""
     assert lc_statement(lc).startswith(f"{100 * lc['lc_win_rate']:.1f} % (bootstrap CI")

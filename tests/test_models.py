@@ -44,7 +44,8 @@ def test_tiny_model_is_deterministic_and_cached(tiny_spec):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert model_label(tiny_spec) == "tiny random Llama"
     tok = load_tokenizer(tiny_spec)
-    assert tok.chat_template and tok.pad_token_id != tok.eos_token_id
+    assert tok.chat_template
+    assert tok.pad_token_id != tok.eos_token_id
 
 
 def test_unknown_model_gives_an_actionable_error():

@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from empathy_utils.config import STAGES, load_config, profile_path
-from empathy_utils.runner import STAGE_NOTEBOOKS, build_book, run_study
+from empathy_utils.config import STAGES, StudyConfig, load_config, profile_path
+from empathy_utils.runner import STAGE_NOTEBOOKS, build_book, run_study, stage_hashes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,12 @@ def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["params_hash"] == cfg.params_hash()
     assert manifest["params"]["model"]["name_or_path"] == "tiny-random"
-    assert manifest["packages"]["torch"].startswith("2.13.0") and manifest["packages"]["trl"] == "1.16.0"
+    assert manifest["packages"]["torch"].startswith("2.13.0")
+    assert manifest["packages"]["trl"] == "1.16.0"
     assert manifest["seeds"]["run.seed"] == cfg.run.seed
     (data_file, checksum), = manifest["data"].items()
-    assert data_file.endswith("situations.jsonl") and len(checksum) == 64
+    assert data_file.endswith("situations.jsonl")
+    assert len(checksum) == 64
     assert [s for s in cfg.run.stages if manifest["stages"][s]["status"] == "ok"] == list(cfg.run.stages)
     assert all(manifest["stages"][s]["seconds"] > 0 for s in cfg.run.stages)
     assert elapsed < 300, "the tiny profile should take about a minute"
@@ -52,12 +54,23 @@ def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
 
 @pytest.mark.slow
 def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
+    import ast
+
     cfg, run_dir, _, _ = tiny_run
-    for name in (STAGE_NOTEBOOKS[s] for s in cfg.run.stages):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for stage in cfg.run.stages:
+        name = STAGE_NOTEBOOKS[stage]
         nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert len(injected) == 1 and cfg.params_hash()
-        assert "'name_or_path': 'tiny-random'" in injected[0].source or '"name_or_path": "tiny-random"' in injected[0].source
+        assert len(injected) == 1, f"{name}: expected one injected-parameters cell, found {len(injected)}"
+        values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected[0].source).body
+                  if isinstance(node, ast.Assign)}
+        assert values["config"]["model"]["name_or_path"] == "tiny-random", name
+        # The parameters the notebook ran with are the ones the manifest's hash for this stage names.
+        recorded = manifest["stages"][stage]["params_hash"]
+        assert stage_hashes(StudyConfig.from_dict(values["config"]))[stage] == recorded, \
+            f"{name}: its injected parameters do not hash to the manifest's {recorded}"
+        assert recorded == stage_hashes(cfg)[stage], f"{stage}: the manifest's hash is not this run's"
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
 
 
@@ -68,7 +81,8 @@ def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
     text = re.sub(r"<[^>]+>", " ", page)
     # The judge is the best-validated candidate (research data present) or the fallback (absent).
     judge = json.loads((run_dir / "results" / "judge.json").read_text())
-    assert judge["name"].split(" (")[0] in text and "tiny random Llama" in judge["name"]
+    assert judge["name"].split(" (")[0] in text
+    assert "tiny random Llama" in judge["name"]
     assert ("Validated in this run against people" in text) == judge["validated"]
     assert re.search(r"win rate against\s+the base student is\s+\d+\.\d%", text)
     assert re.search(r"bootstrap CI\s+\d+\.\d%\s+–\s+\d+\.\d%", text)
@@ -76,7 +90,8 @@ def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
     assert "winrates.png" in page
     judges = re.sub(r"<[^>]+>", " ", (html / "book" / "judges.html").read_text())
     if judge["validated"]:
-        assert "test-split dialogues" in judges and judge["name"].split(" (")[0] in judges
+        assert "test-split dialogues" in judges
+        assert judge["name"].split(" (")[0] in judges
     else:
         assert "Nothing was validated" in judges
     assert (html / "book" / "run" / "05_validate_judges.html").exists()

@@ -71,10 +71,13 @@ def trained(tiny_data, tmp_path_factory):
 # ------------------------------------------------------------------------------------ data
 def test_examples_carry_pi_that_the_student_prompt_does_not_show(tiny_data):
     cfg, train, test, info, _, _, _ = tiny_data
-    assert info["pi_fields"] == ["situation", "emotion"] and len(train) == 8 and len(test) == 4
+    assert info["pi_fields"] == ["situation", "emotion"]
+    assert len(train) == 8
+    assert len(test) == 4
     for e in train:
         shown = student_messages(e)[-1]["content"]
-        assert e["pi"]["situation"] not in shown and f"Emotion: {e['emotion']}" not in shown
+        assert e["pi"]["situation"] not in shown
+        assert f"Emotion: {e['emotion']}" not in shown
         assert e["dialogue"] in shown
         assert e["pi"]["situation"] in pi_block(e)
 
@@ -85,14 +88,17 @@ def test_collator_lines_up_the_same_reply_tokens_in_student_and_teacher(tiny_dat
     rows = batch["rows"]
     student_next = batch["input_ids"][rows, batch["student_positions"] + 1]
     teacher_next = batch["teacher_input_ids"][rows, batch["teacher_positions"] + 1]
-    assert torch.equal(batch["targets"], student_next) and torch.equal(student_next, teacher_next)
+    assert torch.equal(batch["targets"], student_next)
+    assert torch.equal(student_next, teacher_next)
     for i in range(3):
         reply = tokenizer(teachers[i].reply, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         assert batch["targets"][rows == i].tolist() == reply
     # the teacher's context holds the PI, the student's does not
     situation = train[0]["pi"]["situation"]
-    assert situation in tokenizer.decode(batch["teacher_input_ids"][0]) and situation not in tokenizer.decode(batch["input_ids"][0])
-    assert batch["pi_input_ids"].shape[:2] == (3, 4) and batch["pi_present"].all()
+    assert situation in tokenizer.decode(batch["teacher_input_ids"][0])
+    assert situation not in tokenizer.decode(batch["input_ids"][0])
+    assert batch["pi_input_ids"].shape[:2] == (3, 4)
+    assert batch["pi_present"].all()
 
 
 def test_pi_dropout_and_the_no_pi_variant(tiny_data):
@@ -102,7 +108,8 @@ def test_pi_dropout_and_the_no_pi_variant(tiny_data):
     half = [PrideCollator(tokenizer.pad_token_id, 0.5, True, seed=s)(features)["pi_present"].float().mean() for s in range(20)]
     assert 0.3 < float(sum(half) / len(half)) < 0.7
     without = PrideCollator(tokenizer.pad_token_id, 0.5, False, seed=0)(features)
-    assert "pi_input_ids" not in without and "pi_present" not in without
+    assert "pi_input_ids" not in without
+    assert "pi_present" not in without
 
 
 # ---------------------------------------------------------------------------------- module
@@ -121,7 +128,9 @@ def test_without_pi_the_module_changes_nothing_bit_for_bit(tiny_data, encoder, p
             if "lora_B" in name:
                 p.normal_(0, 0.5)  # a LoRA that matters
     student = build_student(lm, cfg.pride, 4, use_module=True, teacher_width=None)
-    assert student.fusion_layer == 0 and student.pi_encoder == encoder and student.pi_pooling == pooling
+    assert student.fusion_layer == 0
+    assert student.pi_encoder == encoder
+    assert student.pi_pooling == pooling
     with torch.no_grad():
         student.fusion.gate.fill_(1.0)  # an open gate: the module *would* change the states
     batch = PrideCollator(tokenizer.pad_token_id, 0.0, True, seed=0)(features[:2])
@@ -135,7 +144,8 @@ def test_without_pi_the_module_changes_nothing_bit_for_bit(tiny_data, encoder, p
                           pi_present=batch["pi_present"])
         full = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     for out in (no_pi, none):
-        assert torch.equal(out[0], plain_logits) and torch.equal(out[1], plain_features)
+        assert torch.equal(out[0], plain_logits)
+        assert torch.equal(out[1], plain_features)
     assert torch.allclose(full[batch["rows"], batch["student_positions"]], plain_logits, atol=1e-5)
     assert (with_pi[0] - plain_logits).abs().max() > 1e-3
     # a row without PI in a mixed batch is untouched too
@@ -144,7 +154,8 @@ def test_without_pi_the_module_changes_nothing_bit_for_bit(tiny_data, encoder, p
         out = student(*args, pi_input_ids=batch["pi_input_ids"], pi_attention_mask=batch["pi_attention_mask"],
                       pi_present=mixed)
     second = batch["rows"] == 1
-    assert torch.equal(out[0][second], plain_logits[second]) and not torch.equal(out[0][~second], plain_logits[~second])
+    assert torch.equal(out[0][second], plain_logits[second])
+    assert not torch.equal(out[0][~second], plain_logits[~second])
 
 
 def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(trained):
@@ -154,7 +165,9 @@ def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(traine
     lora = [n for n in after if "lora_" in n]
     module = [n for n in after if n.startswith("fusion.")]
     base = [n for n in after if n not in lora and n not in module]
-    assert lora and module and base
+    assert lora
+    assert module
+    assert base
     assert all(not torch.equal(before[n], after[n]) for n in lora), "every LoRA matrix should move in two steps"
     assert all(not torch.equal(before[n], after[n]) for n in module), "every module tensor should move"
     assert all(torch.equal(before[n], after[n]) for n in base), "a base weight moved"
@@ -162,10 +175,15 @@ def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(traine
     tuned = student.lm.get_base_model().state_dict()
     for name, value in fresh.items():
         other = tuned.get(name.replace(".weight", ".base_layer.weight"), tuned.get(name))
-        assert other is not None and torch.equal(value, other), name
+        assert other is not None, name
+        assert torch.equal(value, other), name
     assert trainer.state.global_step == 2
     assert {"ce", "rkl", "mmd", "gate"} <= set(trainer.totals)
-    assert trainer.totals["rkl"][0] > 0 and trainer.totals["mmd"][0] >= 0
+    assert trainer.totals["rkl"][0] > 0, "the student and the teacher (who sees the PI) predict alike"
+    # The teacher reads the dialogue with the PI and its reasoning, the student without: their reply
+    # features differ, so the MMD² between them is positive (0 would mean the term compares a sample
+    # with itself, or is not computed).
+    assert trainer.totals["mmd"][0] > 1e-6, trainer.totals["mmd"]
 
 
 def test_the_trained_student_without_pi_is_exactly_its_lora_adapter(trained, tiny_data):
@@ -173,12 +191,14 @@ def test_the_trained_student_without_pi_is_exactly_its_lora_adapter(trained, tin
 
     cfg, trainer, _, folder = trained
     _, _, _, _, tokenizer, _, features = tiny_data
-    assert (folder / "adapter_model.safetensors").exists() and (folder / MODULE_FILE).exists()
+    assert (folder / "adapter_model.safetensors").exists()
+    assert (folder / MODULE_FILE).exists()
     reloaded = load_student(cfg.model.name_or_path, folder)
     adapter_only = PeftModel.from_pretrained(load_model(cfg.model.name_or_path), str(folder))
     saved = load_file(str(folder / MODULE_FILE))
     for k, v in trainer.model.fusion.state_dict().items():
-        assert torch.equal(saved[f"fusion.{k}"], v) and torch.equal(reloaded.fusion.state_dict()[k], v)
+        assert torch.equal(saved[f"fusion.{k}"], v)
+        assert torch.equal(reloaded.fusion.state_dict()[k], v)
     batch = PrideCollator(tokenizer.pad_token_id, 0.0, True, seed=0)(features[:3])
     args = (batch["input_ids"], batch["attention_mask"], batch["rows"], batch["student_positions"])
     with torch.no_grad():
@@ -189,7 +209,8 @@ def test_the_trained_student_without_pi_is_exactly_its_lora_adapter(trained, tin
                               pi_present=batch["pi_present"])
     assert torch.equal(student_logits, lora_logits)
     assert torch.allclose(full[batch["rows"], batch["student_positions"]], student_logits, atol=1e-5)
-    assert reloaded.fusion.gate_strength() > 0 and not torch.equal(with_pi, student_logits)
+    assert reloaded.fusion.gate_strength() > 0
+    assert not torch.equal(with_pi, student_logits)
 
 
 def test_mmd_projection_appears_only_when_the_widths_differ(tiny_data):
@@ -213,11 +234,15 @@ def test_mmd_projection_appears_only_when_the_widths_differ(tiny_data):
 def test_ablations_change_exactly_their_part():
     cfg = _cfg()
     p, module = variant_settings("pride", cfg.pride)
-    assert module and p.lambda_rkl > 0 and p.lambda_mmd > 0
-    assert variant_settings("pride-no-rkl", cfg.pride)[0].lambda_rkl == 0 and variant_settings("pride-no-rkl", cfg.pride)[1]
+    assert module
+    assert p.lambda_rkl > 0
+    assert p.lambda_mmd > 0
+    assert variant_settings("pride-no-rkl", cfg.pride)[0].lambda_rkl == 0
+    assert variant_settings("pride-no-rkl", cfg.pride)[1]
     assert variant_settings("pride-no-mmd", cfg.pride)[0].lambda_mmd == 0
     no_pi, module = variant_settings("pride-no-pi", cfg.pride)
-    assert not module and no_pi == cfg.pride
+    assert not module
+    assert no_pi == cfg.pride
 
 
 def test_the_no_pi_student_has_no_module_and_learns_without_pi(tiny_data, tmp_path):
@@ -225,7 +250,9 @@ def test_the_no_pi_student_has_no_module_and_learns_without_pi(tiny_data, tmp_pa
     trainer, _ = make_pride_trainer(cfg, "pride-no-pi", features, tmp_path)
     assert trainer.model.fusion is None
     trainer.train()
-    assert "gate" not in trainer.totals and "pi_share" not in trainer.totals and trainer.totals["rkl"]
+    assert "gate" not in trainer.totals
+    assert "pi_share" not in trainer.totals
+    assert trainer.totals["rkl"]
 
 
 # --------------------------------------------------------------------------------- teacher
@@ -238,12 +265,16 @@ def test_the_teacher_reasons_one_step_per_turn_then_replies(tiny_data):
     backend = ScriptedBackend(answer)
     log = TeacherLog()
     out = teacher_replies(backend, train[:3], cfg.pride, seed=0, log=log)
-    assert backend.calls == 9 and log.calls == 9 and log.unusable == 0
+    assert backend.calls == 9
+    assert log.calls == 9
+    assert log.unusable == 0
     for e, o in zip(train[:3], out):
         assert o.reasoning == ["Feeling sad, strongly.", "Their dog is old."]
-        assert o.reply == "That must be so hard; I'm here for you." and o.usable
+        assert o.reply == "That must be so hard; I'm here for you."
+        assert o.usable
         assert [m["role"] for m in o.messages] == ["user", "assistant", "user", "assistant", "user"]
-        assert e["pi"]["situation"] in o.messages[0]["content"] and "Step 3" in o.messages[-1]["content"]
+        assert e["pi"]["situation"] in o.messages[0]["content"]
+        assert "Step 3" in o.messages[-1]["content"]
 
 
 def test_unusable_teacher_replies_are_retried_then_flagged(tiny_data):
@@ -251,7 +282,9 @@ def test_unusable_teacher_replies_are_retried_then_flagged(tiny_data):
     backend = ScriptedBackend(lambda conv: "" if sum(m["role"] == "user" for m in conv) == 3 else "A note.")
     log = TeacherLog()
     out = teacher_replies(backend, train[:2], cfg.pride, seed=0, log=log)
-    assert log.retried == 2 and log.unusable == 2 and not any(o.usable for o in out)
+    assert log.retried == 2
+    assert log.unusable == 2
+    assert not any(o.usable for o in out)
 
 
 def test_the_single_turn_prompt_is_parsed_at_its_response_line():
@@ -263,24 +296,28 @@ def test_the_single_turn_prompt_is_parsed_at_its_response_line():
     example = {"pi": {"situation": "S", "emotion": "sad"}, "judge_utterance": "U", "dialogue": "Speaker: U"}
     good = ScriptedBackend(lambda conv: "Feelings: sad.\nSituation: hard.\nResponse: That sounds really painful.")
     (o,) = teacher_replies(good, [example], cfg.pride, 0, TeacherLog())
-    assert o.reply == "That sounds really painful." and o.usable and o.assistant_prefix.endswith("Response: ")
+    assert o.reply == "That sounds really painful."
+    assert o.usable
+    assert o.assistant_prefix.endswith("Response: ")
     bad = ScriptedBackend(lambda conv: "I am not sure what to say here.")
     log = TeacherLog()
     (o,) = teacher_replies(bad, [example], cfg.pride, 0, log)
-    assert not o.usable and log.unparsed == 1
+    assert not o.usable
+    assert log.unparsed == 1
 
 
 # -------------------------------------------------------------------------------- baselines
 def test_the_baselines_train_lora_adapters_with_trl(tiny_data, tmp_path):
-    cfg, train, _, _, _, teachers, _ = tiny_data
+    cfg, train, _, _, tokenizer, teachers, _ = tiny_data
     cfg.pride.max_steps = 1
+    cfg.pride.sdft_distillation_topk = 10 * len(tokenizer)  # more than the vocabulary: must be lowered
     black = train_blackbox_sft(cfg, train, [t.reply for t in teachers], tmp_path / "bb")
     sdft = train_sdft(cfg, train, [pi_block(e) for e in train], tmp_path / "sdft")
     for summary, folder in ((black, tmp_path / "bb"), (sdft, tmp_path / "sdft")):
         assert summary["steps"] == 1
         weights = load_file(str(folder / "adapter_model.safetensors"))
         assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
-    assert sdft["distillation_topk"] <= 1024  # lowered to the tiny vocabulary
+    assert sdft["distillation_topk"] == len(tokenizer), "top-k is lowered to the vocabulary's size"
 
 
 # ------------------------------------------------------------------------------- parameters
@@ -301,31 +338,43 @@ def test_pride_parameters_are_checked_together():
 
 
 def test_glued_facts_and_the_ablation_table_cover_every_student():
-    from empathy_utils.pride.stage import ablation_table, comparisons, glue_facts
+    from empathy_utils.presentation import pride_ablation_table, pride_glue_facts
+    from empathy_utils.pride.stage import comparisons
 
     cfg = _cfg()
     pairs = comparisons(cfg)
-    assert ("pride", "base") in pairs and ("pride", "teacher") in pairs and pairs[-1] == ("teacher", "base")
+    assert ("pride", "base") in pairs, pairs
+    assert ("pride", "teacher") in pairs, pairs
+    assert pairs[-1] == ("teacher", "base"), pairs
     assert len(pairs) == 2 * len(cfg.pride.variants) + 1
-    rows = [{"candidate": c, "opponent": o, "win_rate": 0.6, "ci_low": 0.4, "ci_high": 0.8, "wins": 3, "ties": 2,
-             "losses": 1, "unparsed": 0, "pairs": 6, "confidence": 0.95, "position_consistency": 0.5}
+    rows = [{"candidate": c, "opponent": o, "comparison": f"{c} vs {o}", "win_rate": 0.6, "ci_low": 0.4,
+             "ci_high": 0.8, "wins": 3, "ties": 2, "losses": 1, "unparsed": 0, "pairs": 6, "confidence": 0.95,
+             "position_consistency": 0.5}
             for c, o in pairs if o == "base"]
     results = pd.DataFrame(rows)
     card = {"train_usable": 8, "teacher": "t", "student_model": "s", "pi_fields": ["situation"], "source": {"name": "x"}}
-    facts = glue_facts(card, results, "judge J", 4)
-    assert facts["pride_vs_base_win_rate"] == 0.6 and facts["judge_name"] == "judge J"
+
+    def facts_of(frame):
+        return pride_glue_facts(card, {"results": frame, "judge": "judge J", "test_dialogues": 4})
+
+    facts = facts_of(results)
+    assert facts["pride_vs_base_win_rate"] == 0.6
+    assert facts["judge_name"] == "judge J"
+    assert "unknown validity" in facts["judge_statement"]  # no validity passed: said to be unmeasured
+    assert "not measured" in facts["judge_accuracy_statement"]
+    assert "agreed 50 %" in facts["judge_consistency"]
     assert math.isnan(facts["pride_vs_teacher_win_rate"])  # not judged in this run: glued as NaN, never made up
     assert "intervals overlap" in facts["teacher_role"]  # teacher and PRIDE both 60 % (40 – 80)
     teacher = results["candidate"] == "teacher"
     results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.25, 0.1, 0.35]
-    assert "no ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
+    assert "no ceiling" in facts_of(results)["teacher_role"]
     results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.95, 0.85, 1.0]
-    assert "remain the ceiling" in glue_facts(card, results, "judge J", 4)["teacher_role"]
-    assert "did not judge" in glue_facts(card, results[results["candidate"] != "teacher"], "judge J", 4)["teacher_role"]
-    table = ablation_table(results)
+    assert "remain the ceiling" in facts_of(results)["teacher_role"]
+    assert "did not judge" in facts_of(results[results["candidate"] != "teacher"])["teacher_role"]
+    table = pride_ablation_table(results)
     assert list(table.index) == ["SFT on the teacher's text", "SDFT (TRL)", "PRIDE", "PRIDE without PI",
                                  "PRIDE without reverse KL", "PRIDE without MMD", "teacher (sees the PI)"]
-    assert table.loc["PRIDE"].iloc[1].startswith("60.0 % (40.0 – 80.0)")
+    assert table.loc["PRIDE"].iloc[1].startswith("60.0 % (40.0 % – 80.0 %)")
 
 
 def test_the_pride_notebook_is_thin_and_registered():
@@ -335,7 +384,8 @@ def test_the_pride_notebook_is_thin_and_registered():
     from empathy_utils.runner import CHAPTER_NEEDS, STAGE_NOTEBOOKS
 
     repo = Path(__file__).resolve().parents[1]
-    assert STAGE_NOTEBOOKS["pride"] == "08_pride.ipynb" and CHAPTER_NEEDS["book/pride"] == "pride"
+    assert STAGE_NOTEBOOKS["pride"] == "08_pride.ipynb"
+    assert CHAPTER_NEEDS["book/pride"] == "pride"
     nb = json.loads((repo / "notebooks" / "08_pride.ipynb").read_text())
     assert [c["id"] for c in nb["cells"]] == [f"cell-{i}" for i in range(len(nb["cells"]))]
     code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
@@ -354,12 +404,16 @@ def test_esconv_examples_give_the_teacher_and_module_all_four_pi_fields(tiny_dat
     cfg = _cfg("pride.source=esconv", "pride.train_rows=4", "pride.test_rows=2")
     train, test, info = load_examples(cfg)
     assert info["pi_fields"] == ["situation", "emotion", "problem", "strategy"]
-    assert len(train) == 4 and len(test) == 2 and set(info["sha256"]) == {"train", "test"}
+    assert len(train) == 4
+    assert len(test) == 2
+    assert set(info["sha256"]) == {"train", "test"}
     e = train[0]
     assert f"Support strategy to use in your reply: {e['pi']['strategy']}" in pi_block(e)
     assert "strategy" not in student_messages(e)[-1]["content"].lower()
     f = build_features(tokenizer, e, "A reply.", None, 2048, 64)
-    assert all(f["pi_ids"]) and len(f["pi_ids"]) == 4 and "teacher_ids" not in f
+    assert all(f["pi_ids"])
+    assert len(f["pi_ids"]) == 4
+    assert "teacher_ids" not in f
 
 
 def test_a_student_is_retrained_only_when_its_settings_or_data_change(tiny_data, tmp_path):
@@ -374,11 +428,14 @@ def test_a_student_is_retrained_only_when_its_settings_or_data_change(tiny_data,
     adapter = paths.model("pride") / "adapter_model.safetensors"
     stamp = adapter.stat().st_mtime_ns
     again = train_students(cfg, tmp_path)
-    assert adapter.stat().st_mtime_ns == stamp and "reused" in again["trainer"].iloc[0]
-    assert "reused" not in first["trainer"].iloc[0]
+    assert adapter.stat().st_mtime_ns == stamp, "unchanged settings and data: the adapter was retrained"
+    assert again[0]["reused"], again
+    assert not first[0]["reused"], first
+    assert again[0]["fingerprint"] == first[0]["fingerprint"]
     cfg.pride.lambda_rkl = 0.5
-    train_students(cfg, tmp_path)
-    assert adapter.stat().st_mtime_ns != stamp
+    changed = train_students(cfg, tmp_path)
+    assert adapter.stat().st_mtime_ns != stamp, "a changed setting must retrain the student"
+    assert not changed[0]["reused"], changed
 
 
 class CountingJudge:
@@ -397,6 +454,7 @@ class CountingJudge:
 
 def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     from empathy_utils.data import save_jsonl
+    from empathy_utils.presentation import pride_reply_glue
     from empathy_utils.pride.stage import PridePaths, judge_students, reply_facts
 
     cfg = _cfg("pride.variants=[pride]")
@@ -412,22 +470,31 @@ def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     report = judge_students(cfg, tmp_path, judge=judge)
     results = report["results"].set_index(["candidate", "opponent"])
     assert list(results.index) == [("pride", "base"), ("pride", "teacher"), ("teacher", "base")]
-    assert results.loc[("pride", "base"), "win_rate"] == 1.0 and results.loc[("pride", "teacher"), "win_rate"] == 1.0
-    assert judge.items == 9 and report["judge"] == CountingJudge.name and "unknown validity" in report["judge_statement"]
+    assert results.loc[("pride", "base"), "win_rate"] == 1.0
+    assert results.loc[("pride", "teacher"), "win_rate"] == 1.0
+    assert judge.items == 9
+    assert report["judge"] == CountingJudge.name
+    assert report["accuracy"] is None, "nothing was measured in this folder"
+    assert (tmp_path / "figures" / "pride_winrates.png").exists()
     judge_students(cfg, tmp_path, judge=judge)
     assert judge.items == 9  # nothing changed: the saved verdicts are reused
     save_jsonl([{"dialogue_id": r["dialogue_id"], "reply": "Hm."} for r in test], paths.generation("pride"))
     again = judge_students(cfg, tmp_path, judge=judge)["results"].set_index(["candidate", "opponent"])
-    assert judge.items == 15 and again.loc[("pride", "base"), "win_rate"] == 0.0
+    assert judge.items == 15, "changed replies must be judged again (two comparisons of three items)"
+    assert again.loc[("pride", "base"), "win_rate"] == 0.0
     facts = reply_facts(cfg, tmp_path)
-    assert facts["teacher_says_you"] == 1.0 and facts["base_says_you"] == 0.0 and facts["teacher_train_says_you"] == 0.0
-    assert facts["ablation_overlap"] == "This run trained no ablation beside PRIDE."
+    assert facts["teacher_says_you"] == 1.0
+    assert facts["base_says_you"] == 0.0
+    assert facts["teacher_train_says_you"] == 0.0
+    assert facts["ablation_overlap"] is None
+    assert pride_reply_glue(facts)["ablation_overlap"] == "This run trained no ablation beside PRIDE."
 
 
 def test_the_ablation_sentence_counts_replies_identical_to_prides(tmp_path):
     import json
 
     from empathy_utils.data import save_jsonl
+    from empathy_utils.presentation import ablation_overlap_sentence
     from empathy_utils.pride.stage import PridePaths, ablation_overlap
 
     cfg = _cfg("pride.variants=[pride,pride-no-pi,pride-no-mmd]", "pride.lambda_mmd=2")
@@ -439,10 +506,11 @@ def test_the_ablation_sentence_counts_replies_identical_to_prides(tmp_path):
                paths.generation("pride-no-pi"))
     save_jsonl([{"dialogue_id": d, "reply": f"reply {d}" if d != "d2" else "other"} for d in reversed(ids)],
                paths.generation("pride-no-mmd"))
-    sentence = ablation_overlap(cfg, tmp_path)
+    sentence = ablation_overlap_sentence(ablation_overlap(cfg, tmp_path))
     assert "without PI and without MMD wrote 1 and 3 of their 4 test replies" in sentence
     assert "MMD²" not in sentence  # no training log yet: no loss terms claimed
     paths.results.mkdir(parents=True)
     (paths.results / "training.json").write_text(json.dumps(
         [{"variant": "pride", "mean_ce": 1.5, "mean_rkl": 1.25, "mean_mmd": 0.01}]))
-    assert "averaged 1.500 (CE), 1.250 (reverse KL) and 0.020 (MMD²)" in ablation_overlap(cfg, tmp_path)
+    assert "averaged 1.500 (CE), 1.250 (reverse KL) and 0.020 (MMD²)" in \
+        ablation_overlap_sentence(ablation_overlap(cfg, tmp_path))

@@ -14,7 +14,10 @@ def test_every_prompt_loads_with_an_id_version_and_hash():
     prompts = all_prompts()
     assert len({p.sha256 for p in prompts}) == len(prompts)
     for p in prompts:
-        assert p.version >= 1 and len(p.sha256) == 64 and p.paper and p.turns
+        assert p.version >= 1
+        assert len(p.sha256) == 64
+        assert p.paper
+        assert p.turns
         assert "<<" not in "".join(p.turns).replace("<<<", "").replace(">>>", ""), f"{p.id}: unexpanded fragment"
 
 
@@ -31,7 +34,8 @@ def test_base_prompt_has_definitions_length_and_fields():
 def test_each_strategy_has_the_stem_and_only_its_definitions(strategy):
     p = improvement_prompt(strategy)
     text = " ".join(p.render(context="C", utterance="U", response="R"))
-    assert "improved empathetic response" in text and "Response: R" in text
+    assert "improved empathetic response" in text
+    assert "Response: R" in text
     has = {d: f"{d.capitalize()} empathy:" in text for d in ("cognitive", "compassionate")}
     has["affective"] = "Affective (emotional) empathy:" in text
     if strategy == "naive":
@@ -45,7 +49,9 @@ def test_each_strategy_has_the_stem_and_only_its_definitions(strategy):
 def test_sequential_is_three_turns_in_the_papers_order():
     p = improvement_prompt("sequential")
     assert len(p.turns) == 3
-    assert "Cognitive" in p.turns[0] and "Affective" in p.turns[1] and "Compassionate" in p.turns[2]
+    assert "Cognitive" in p.turns[0]
+    assert "Affective" in p.turns[1]
+    assert "Compassionate" in p.turns[2]
 
 
 def test_dbt_and_reasoning_prompts_cover_their_stages():

@@ -36,7 +36,8 @@ def test_sft_moves_lora_weights(trained_run):
     assert lora_b, "no LoRA B matrices saved"
     # LoRA B starts at zero: any non-zero entry means training changed it.
     assert any(v.abs().sum() > 0 for v in lora_b)
-    assert sft["steps"] == 2 and sft["first_loss"] is not None
+    assert sft["steps"] == 2
+    assert sft["first_loss"] is not None
     log = json.loads((paths.sft_model / "train_log.json").read_text())
     assert log["summary"]["examples"] > 0
 
@@ -46,7 +47,8 @@ def test_dpo_continues_the_sft_adapter_and_moves_it(trained_run):
     before, after = _adapter(paths.sft_model), _adapter(paths.dpo_model)
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert dpo["steps"] == 2 and dpo["pairs"] > 0
+    assert dpo["steps"] == 2
+    assert dpo["pairs"] > 0
 
 
 def test_base_weights_are_untouched(trained_run):
@@ -57,7 +59,8 @@ def test_base_weights_are_untouched(trained_run):
     for name, value in fresh.state_dict().items():
         key = name.replace(".weight", ".base_layer.weight")
         other = base_of_tuned.get(key, base_of_tuned.get(name))
-        assert other is not None and torch.equal(value, other), name
+        assert other is not None, name
+        assert torch.equal(value, other), name
 
 
 def test_tuned_student_differs_from_base_in_its_outputs(trained_run):
@@ -101,10 +104,12 @@ def test_sft_then_dpo_run_data_parallel_under_accelerate_launch(tmp_path, tiny_s
     assert sft["steps"] == math.ceil(sft["examples"] / (cfg.sft.batch_size * 2))
     assert any(v.abs().sum() > 0 for k, v in _adapter(paths.sft_model).items() if "lora_B" in k)
     before, after = _adapter(paths.sft_model), _adapter(paths.dpo_model)
-    assert summaries["dpo"]["processes"] == 2 and any(not torch.equal(before[k], after[k]) for k in before)
+    assert summaries["dpo"]["processes"] == 2
+    assert any(not torch.equal(before[k], after[k]) for k in before)
     # the runner's sft / dpo stages then pick these adapters up instead of training again
     stamp = (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns
-    assert train_sft(cfg, tmp_path)["reused"] and train_dpo(cfg, tmp_path)["reused"]
+    assert train_sft(cfg, tmp_path)["reused"]
+    assert train_dpo(cfg, tmp_path)["reused"]
     assert (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
 
@@ -112,15 +117,18 @@ def test_an_adapter_is_retrained_only_when_its_settings_data_or_start_change(tmp
     cfg = load_config(profile_path("tiny"), ["sft.max_steps=1", "dpo.max_steps=1"])
     build_datasets(cfg, tmp_path)
     paths = RunPaths(tmp_path)
-    assert not train_sft(cfg, tmp_path)["reused"] and not train_dpo(cfg, tmp_path)["reused"]
+    assert not train_sft(cfg, tmp_path)["reused"]
+    assert not train_dpo(cfg, tmp_path)["reused"]
     sft_stamp = (paths.sft_model / "adapter_model.safetensors").stat().st_mtime_ns
     dpo_stamp = (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns
     again = train_sft(cfg, tmp_path)
-    assert again["reused"] and again["steps"] == 1  # the saved summary, not a new run
+    assert again["reused"]
+    assert again["steps"] == 1  # the saved summary, not a new run
     assert train_dpo(cfg, tmp_path)["reused"]
     assert (paths.dpo_model / "adapter_model.safetensors").stat().st_mtime_ns == dpo_stamp
     cfg.dpo.beta = 0.5  # a DPO setting: DPO again, SFT untouched
     assert not train_dpo(cfg, tmp_path)["reused"]
     assert (paths.sft_model / "adapter_model.safetensors").stat().st_mtime_ns == sft_stamp
     cfg.sft.learning_rate = 5e-4  # an SFT setting: SFT again, and so DPO, whose starting adapter changed
-    assert not train_sft(cfg, tmp_path)["reused"] and not train_dpo(cfg, tmp_path)["reused"]
+    assert not train_sft(cfg, tmp_path)["reused"]
+    assert not train_dpo(cfg, tmp_path)["reused"]

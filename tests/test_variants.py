@@ -14,8 +14,11 @@ def test_a_variant_changes_only_its_own_keys():
     cfg = StudyConfig.from_dict({"variants": {"runs": [{"name": "m3-naive", "set": {"dataset.strategy": "naive",
                                                                                    "sft.epochs": 2}}]}})
     v = variant_config(cfg, cfg.variants.runs[0])
-    assert v.dataset.strategy == "naive" and v.sft.epochs == 2.0
-    assert v.judge == cfg.judge and v.data == cfg.data and v.variants.runs == []
+    assert v.dataset.strategy == "naive"
+    assert v.sft.epochs == 2.0
+    assert v.judge == cfg.judge
+    assert v.data == cfg.data
+    assert v.variants.runs == []
 
 
 def test_bad_variants_are_reported_before_anything_runs():
@@ -82,8 +85,12 @@ def test_heatmap_places_each_corrected_dataset_in_its_method_and_strategy_cell()
     assert [t.get_text() for t in sft_ax.get_yticklabels()] == ["M1 direct", "M3 improve initial"]
     assert [t.get_text() for t in dpo_ax.get_xticklabels()] == ["rated replies", "naive"]
     grid = dpo_ax.get_images()[0].get_array()
-    assert grid[0, 0] == 0.6 and grid[1, 1] == 0.5  # the faithful M1 dataset (0.55) is not in this panel
+    assert grid[0, 0] == 0.6
+    assert grid[1, 1] == 0.5  # the faithful M1 dataset (0.55) is not in this panel
     cells = [t.get_text() for t in dpo_ax.texts]
-    assert "60 %\n[50–70]" in cells and cells.count("n/a") == 2 and cells.count("not built") == 0
+    assert "60 %\n[50–70]" in cells
+    assert cells.count("n/a") == 2
+    assert cells.count("not built") == 0
     assert "judge-x" in fig._suptitle.get_text()
-    assert "SFT→DPO student vs base student" == dpo_ax.get_title() and "SFT student" in sft_ax.get_title()
+    assert "SFT→DPO student vs base student" == dpo_ax.get_title()
+    assert "SFT student" in sft_ax.get_title()

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 import warnings
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -30,8 +30,8 @@ from ..config import StudyConfig
 from ..data import read_jsonl, save_jsonl, sha256_file
 from ..errors import StudyError
 from ..models import model_label
-from ..artifacts import digest, files_digest
-from ..training import reusable_adapter, stamp_adapter
+from ..artifacts import FileStamp, digest, files_digest, reuse_or_build
+from ..training import reuse_or_train
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
 
 LABELS = {
@@ -155,22 +155,6 @@ def prepare_data(cfg: StudyConfig, run_dir: str | Path) -> dict:
     return card
 
 
-def card_table(card: dict) -> pd.DataFrame:
-    t = card["teacher_log"]["train"]
-    flags = ", ".join(f"{k} {v}" for k, v in t["flags"].items() if v) or "none"
-    rows = [
-        ("data", f"{card['source']['name']} ({card['train_examples']} train, {card['test_examples']} test examples)"),
-        ("privileged information", ", ".join(card["pi_fields"])),
-        ("teacher", card["teacher"]),
-        ("student", f"{card['student_model']}, prompt {card['student_prompt']} (dialogue only)"),
-        ("teacher calls (train)", f"{t['calls']} (retried {t['retried']})"),
-        ("usable teacher replies (train)", f"{card['train_usable']} of {card['train_examples']}"),
-        ("teacher reply flags (train)", flags),
-        ("teacher answers from the cache", f"{card['cache']['answered_from_cache']} (new calls {card['cache']['new_calls']})"),
-    ]
-    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-
 def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataFrame | None:
     """A few teacher answers to read — only on the project's own corpus (research data is never shown)."""
     if cfg.pride.source != "run" or cfg.data.source != "embedded-corpus":
@@ -199,11 +183,21 @@ def _targets(cfg: StudyConfig, rows: list[dict]) -> list[tuple[dict, str]]:
     return [(r, r["teacher"]["reply"]) for r in rows if r["usable"]]
 
 
-def train_students(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
-    """Train every configured student; returns one summary row per student (also in results/)."""
+def _train_student(cfg: StudyConfig, variant: str, features: list[dict], pairs: list[tuple[dict, str]],
+                   out: Path) -> dict:
+    from .train import PRIDE_FAMILY, train_blackbox_sft, train_pride_variant, train_sdft
+
+    if variant in PRIDE_FAMILY:
+        return train_pride_variant(cfg, variant, features, out)
+    if variant == "blackbox-sft":
+        return train_blackbox_sft(cfg, [r for r, _ in pairs], [t for _, t in pairs], out)
+    return train_sdft(cfg, [r for r, _ in pairs], [pi_block(r) for r, _ in pairs], out)
+
+
+def train_students(cfg: StudyConfig, run_dir: str | Path) -> list[dict]:
+    """Train every configured student; returns one training summary per student (also in results/)."""
     from ..models import load_tokenizer
     from .data import build_features
-    from .train import PRIDE_FAMILY, train_blackbox_sft, train_pride_variant, train_sdft
 
     p = cfg.pride
     paths = PridePaths(run_dir)
@@ -222,44 +216,13 @@ def train_students(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     summaries = []
     with _quiet():
         for variant in p.variants:
-            out = paths.model(variant)
-            fingerprint = training_fingerprint(cfg, variant, paths.train_file)
-            reused = reusable_adapter(out, fingerprint)
-            if reused is not None:  # same settings, same data: trained by an earlier run of this stage
-                summaries.append({**reused, "reused": True})
-                continue
-            if variant in PRIDE_FAMILY:
-                s = train_pride_variant(cfg, variant, features, out)
-            elif variant == "blackbox-sft":
-                s = train_blackbox_sft(cfg, [r for r, _ in pairs], [t for _, t in pairs], out)
-            else:
-                s = train_sdft(cfg, [r for r, _ in pairs], [pi_block(r) for r, _ in pairs], out)
-            stamp_adapter(out, fingerprint)
-            summaries.append({**s, "skipped_too_long": skipped, "fingerprint": fingerprint, "reused": False})
+            # Same settings, same data: the adapter an earlier run of this stage trained is reused.
+            summary = reuse_or_train(paths.model(variant), training_fingerprint(cfg, variant, paths.train_file),
+                                     partial(_train_student, cfg, variant, features, pairs))
+            summaries.append({**summary, "skipped_too_long": skipped})
     paths.results.mkdir(parents=True, exist_ok=True)
     (paths.results / "training.json").write_text(json.dumps(summaries, indent=2))
-    return training_frame(summaries)
-
-
-def training_frame(summaries: list[dict]) -> pd.DataFrame:
-    def num(v, fmt="{:.3f}"):
-        return "—" if v is None else fmt.format(v)
-
-    rows = []
-    for s in summaries:
-        attention = s.get("attention") or {}
-        top = max(((k, v) for k, v in attention.items() if k != "null"), key=lambda kv: kv[1], default=None)
-        rows.append({
-            "student": LABELS[s["variant"]],
-            "trainer": s["trainer"] + (" — reused: same settings and data as before" if s.get("reused") else ""),
-            "steps": s["steps"],
-            "seconds": s["seconds"],
-            "first → last loss": f"{num(s['first_loss'])} → {num(s['last_loss'])}",
-            "mean CE / RKL / MMD²": " / ".join(num(s.get(k)) for k in ("mean_ce", "mean_rkl", "mean_mmd")),
-            "gate |tanh g|": num(s.get("gate_strength"), "{:.4f}"),
-            "most-attended PI source": "—" if top is None else f"{top[0]} ({top[1]:.2f}; null {attention.get('null', 0):.2f})",
-        })
-    return pd.DataFrame(rows).set_index("student")
+    return summaries
 
 
 def training_figure(run_dir: str | Path) -> plt.Figure:
@@ -288,10 +251,20 @@ def training_figure(run_dir: str | Path) -> plt.Figure:
 
 
 # ----------------------------------------------------------------------------------- 3. replies
-def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
-    """Base and trained students answer the test dialogues (dialogue only, no PI); plus the teacher's replies."""
+def _write_replies(cfg: StudyConfig, student: str, adapter: Path | None, test: list[dict], convs: list,
+                   sampling: Sampling, target: Path) -> list[dict]:
     from ..quality import clean_reply
 
+    backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size, progress=False)
+    answers = backend.chat(convs, sampling)
+    rows = [{"dialogue_id": r["dialogue_id"], "student": student, "reply": clean_reply(a.text), "raw": a.text,
+             "finish_reason": a.finish_reason, "tokens": a.completion_tokens} for r, a in zip(test, answers)]
+    save_jsonl(rows, target)
+    return rows
+
+
+def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
+    """Base and trained students answer the test dialogues (dialogue only, no PI); plus the teacher's replies."""
     paths = PridePaths(run_dir)
     test = _read_jsonl(paths.test_file)
     convs = [student_messages(r) for r in test]
@@ -306,19 +279,10 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             fingerprint = digest({"student": student, "model": cfg.model.name_or_path, "generation": cfg.to_dict()["generation"],
                                    "seed": cfg.run.seed, "test": convs,
                                    "adapter": files_digest(adapter, "adapter_*") if adapter else None})
-            stamp = paths.generation(student).with_suffix(".fingerprint")
-            if paths.generation(student).exists() and stamp.exists() and stamp.read_text() == fingerprint:
-                summary.append(_reply_stats(student, _read_jsonl(paths.generation(student))))
-                continue
-            backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size,
-                                   progress=False)
-            answers = backend.chat(convs, sampling)
-            rows = [{"dialogue_id": r["dialogue_id"], "student": student, "reply": clean_reply(a.text), "raw": a.text,
-                     "finish_reason": a.finish_reason, "tokens": a.completion_tokens} for r, a in zip(test, answers)]
-            save_jsonl(rows, paths.generation(student))
-            stamp.write_text(fingerprint)
+            target = paths.generation(student)
+            rows, _ = reuse_or_build(target, fingerprint, partial(_write_replies, cfg, student, adapter, test, convs, sampling),
+                                     stamp=FileStamp(target.with_suffix(".fingerprint")), load=read_jsonl)
             summary.append(_reply_stats(student, rows))
-            del backend
     if "teacher" in cfg.pride.opponents:
         rows = [{"dialogue_id": r["dialogue_id"], "student": "teacher", "reply": r["teacher"]["reply"],
                  "flags": r["teacher"]["flags"]} for r in test]
@@ -345,7 +309,8 @@ def _reply_stats(student: str, rows: list[dict]) -> dict:
 
 
 def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
-    """Per student (and the teacher): the share of test replies that address the speaker as "you"."""
+    """Per student (and the teacher): the share of test replies that address the speaker as "you";
+    and how far the ablations' replies differ from PRIDE's (:func:`ablation_overlap`)."""
     paths = PridePaths(run_dir)
     facts = {}
     for student in ["base", *cfg.pride.variants, *(["teacher"] if "teacher" in cfg.pride.opponents else [])]:
@@ -361,34 +326,25 @@ def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
 ABLATIONS = ("pride-no-pi", "pride-no-rkl", "pride-no-mmd")
 
 
-def _joined(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> str:
+def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> dict | None:
     """How many test replies each ablation wrote word for word as PRIDE did, and the size of each
-    loss term in PRIDE's training: an ablation that leaves most replies unchanged cannot move a win
-    rate, whatever its term does in principle."""
+    weighted loss term in PRIDE's training (None: no ablation beside PRIDE). An ablation that leaves
+    most replies unchanged cannot move a win rate, whatever its term does in principle."""
     paths = PridePaths(run_dir)
     ablations = [a for a in ABLATIONS if a in cfg.pride.variants]
     if "pride" not in cfg.pride.variants or not ablations:
-        return "This run trained no ablation beside PRIDE."
+        return None
     full = {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation("pride"))}
-    same = []
-    for a in ablations:
-        rows = _read_jsonl(paths.generation(a))
-        same.append(str(sum(full.get(r["dialogue_id"]) == r["reply"] for r in rows)))
-    names = [LABELS[a].removeprefix("PRIDE ") for a in ablations]
-    text = (f"Word for word, the students {_joined(names)} wrote {_joined(same)} of their {len(full)} test replies "
-            "exactly as PRIDE did; an ablation that leaves most replies unchanged cannot move the win rate much.")
+    same = [sum(full.get(r["dialogue_id"]) == r["reply"] for r in _read_jsonl(paths.generation(a))) for a in ablations]
     log = paths.results / "training.json"
     pride_log = next((s for s in json.loads(log.read_text()) if s["variant"] == "pride"), None) if log.exists() else None
+    terms = None
     if pride_log and pride_log.get("mean_ce") is not None:
         p = cfg.pride
-        text += (f" In PRIDE's training the weighted terms averaged {p.lambda_ce * pride_log['mean_ce']:.3f} (CE), "
-                 f"{p.lambda_rkl * pride_log['mean_rkl']:.3f} (reverse KL) and "
-                 f"{p.lambda_mmd * pride_log['mean_mmd']:.3f} (MMD²).")
-    return text
+        terms = {"CE": p.lambda_ce * pride_log["mean_ce"], "reverse KL": p.lambda_rkl * pride_log["mean_rkl"],
+                 "MMD²": p.lambda_mmd * pride_log["mean_mmd"]}
+    return {"students": [LABELS[a] for a in ablations], "same_as_pride": same, "replies": len(full),
+            "weighted_terms": terms}
 
 
 # ------------------------------------------------------------------------------------- 4. judging
@@ -400,132 +356,26 @@ def comparisons(cfg: StudyConfig) -> list[tuple[str, str]]:
 
 
 def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
-    """Every student against each opponent, judged by the run's judge (stages.make_judge)."""
-    from ..judges import position_consistency
-    from ..plotting import save_figure, winrate_figure
-    from ..stages import make_judge
-    from ..winrate import summarize
+    """Every student against each opponent, judged by the run's judge (judging.make_judge); the
+    verdicts of an earlier run are reused when judge and replies are unchanged."""
+    from ..judging import Comparison, JudgingOutput, judge_comparisons, make_judge, read_judge_accuracy
 
     paths = PridePaths(run_dir)
     test = {r["dialogue_id"]: r for r in _read_jsonl(paths.test_file)}
     needed = {s for pair in comparisons(cfg) for s in pair}
     replies = {s: {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation(s))} for s in needed}
     judge = judge or make_judge(cfg, run_dir)
-    rows = []
-    for candidate, opponent in comparisons(cfg):
-        items = [{"id": did, "context": t["judge_context"], "utterance": t["judge_utterance"],
-                  "response_a": replies[candidate][did], "response_b": replies[opponent][did]} for did, t in test.items()]
-        # The same judge (name and measured validity) on the same items: its verdicts of an earlier run.
-        fingerprint = digest({"judge": judge.name, "validity": getattr(judge, "validity", None), "items": items})
-        stamp = paths.judgment(candidate, opponent).with_suffix(".fingerprint")
-        if paths.judgment(candidate, opponent).exists() and stamp.exists() and stamp.read_text() == fingerprint:
-            records = _read_jsonl(paths.judgment(candidate, opponent))
-        else:
-            records = judge.judge(items)
-            save_jsonl(records, paths.judgment(candidate, opponent))
-            stamp.write_text(fingerprint)
-        stats = summarize([r["verdict"] for r in records], cfg.judge.bootstrap_resamples, cfg.judge.confidence,
-                          cfg.run.seed)
-        rows.append({"candidate": candidate, "opponent": opponent,
-                     "comparison": f"{LABELS[candidate]} vs {LABELS[opponent]}", **stats,
-                     "position_consistency": position_consistency(records), "judge": judge.name})
-    results = pd.DataFrame(rows)
-    paths.results.mkdir(parents=True, exist_ok=True)
-    results.to_csv(paths.results / "winrates.csv", index=False)
-    (paths.results / "winrates.json").write_text(json.dumps(rows, indent=2))
-    shown = results.assign(candidate=results["candidate"].map(LABELS), opponent=results["opponent"].map(LABELS))
-    fig = winrate_figure(shown, judge.name, title=f"PRIDE and its baselines on {len(test)} test dialogues")
-    save_figure(fig, paths.figures / "pride_winrates.png")
-    plt.close(fig)
-    validity = getattr(judge, "validity", None) or {}
-    statement = validity.get("statement") or ("Its agreement with human ratings was not measured in this run: read its "
-                                              "win rates as the opinion of a judge of unknown validity.")
-    return {"results": results, "judge": judge.name, "figure": fig, "test_dialogues": len(test),
-            "judge_statement": statement}
-
-
-def ablation_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per student: what it is, and its win rate (CI; W/T/L) against each opponent."""
-    def cell(r):
-        if pd.isna(r["win_rate"]):
-            return "—"
-        return (f"{100 * r['win_rate']:.1f} % ({100 * r['ci_low']:.1f} – {100 * r['ci_high']:.1f}); "
-                f"{r['wins']}/{r['ties']}/{r['losses']}")
-
-    confidence = round(100 * results["confidence"].iloc[0])
-    table = {}
-    for _, r in results.iterrows():
-        row = table.setdefault(r["candidate"], {"student": LABELS[r["candidate"]], "what it is": WHAT[r["candidate"]]})
-        row[f"vs {LABELS[r['opponent']]}: win rate ({confidence} % CI); W/T/L"] = cell(r)
-    return pd.DataFrame(list(table.values())).set_index("student").fillna("—")
-
-
-def consistency_sentence(results: pd.DataFrame) -> str:
-    """How far the judge agreed with itself across the two orders, in words (for the book)."""
-    row = results[(results["candidate"] == "pride") & (results["opponent"] == "base")]
-    value = row["position_consistency"].iloc[0] if len(row) else None
-    if value is None or pd.isna(value):
-        return ("This judge scores each reply on its own, so the order in which two replies are shown cannot "
-                "sway it.")
-    return (f"Shown the same two replies in both orders, the judge agreed with itself on {100 * value:.0f} % of the "
-            "PRIDE vs base pairs; every disagreement is a tie. A judge that follows position rather than content "
-            "produces ties, and a win rate near 50 % then says more about the judge than about the students.")
-
-
-def teacher_role(results: pd.DataFrame) -> str:
-    """Whether the teacher's replies bound the students from above, by this run's judge: a teacher
-    that loses to students distilled from it is no ceiling, and the book should not call it one.
-    Overlapping confidence intervals are said to be overlapping, not ranked."""
-    def row(candidate):
-        r = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
-        return r.iloc[0] if len(r) and pd.notna(r["win_rate"].iloc[0]) else None
-
-    teacher, pride = row("teacher"), row("pride")
-    if teacher is None or pride is None:
-        return "This run did not judge both the teacher and PRIDE against the base student."
-    if teacher["ci_high"] < pride["ci_low"]:
-        return (f"That is below PRIDE's {100 * pride['win_rate']:.1f} %, and their intervals do not overlap: by this "
-                "judge the student outscores the teacher it learned from, so the teacher's own replies are no "
-                "ceiling here.")
-    if pride["ci_high"] < teacher["ci_low"]:
-        return (f"PRIDE's {100 * pride['win_rate']:.1f} % is below it, and their intervals do not overlap: the "
-                "teacher's replies remain the ceiling that distilling this teacher can hope to approach.")
-    return (f"PRIDE's {100 * pride['win_rate']:.1f} % and the teacher's intervals overlap: at this size the judge "
-            "cannot tell the student from the teacher it learned from.")
-
-
-def glue_facts(card: dict, results: pd.DataFrame, judge_name: str, n_test: int, training: list[dict] | None = None,
-               judge_statement: str = "") -> dict:
-    """The scalars the book's PRIDE chapter cites (glued by the notebook)."""
-    facts = {
-        "judge_name": judge_name,
-        "judge_statement": judge_statement or "Its agreement with human ratings was not measured in this run.",
-        "judge_consistency": consistency_sentence(results),
-        "n_test": n_test,
-        "n_train": card["train_usable"],
-        "teacher_name": card["teacher"],
-        "student_model": card["student_model"],
-        "pi_fields": ", ".join(card["pi_fields"]),
-        "data_name": card["source"]["name"],
-        "confidence_pct": int(round(100 * results["confidence"].iloc[0])),
-        "teacher_role": teacher_role(results),
-    }
-    nan = float("nan")
-    for candidate in {*results["candidate"], "pride", "teacher"}:
-        for opponent in ("base", "teacher"):  # a comparison the run did not make is glued as NaN
-            prefix = f"{key(candidate)}_vs_{key(opponent)}_"
-            for f in ("win_rate", "ci_low", "ci_high", "position_consistency"):
-                facts[prefix + f] = nan
-    for _, r in results.iterrows():
-        prefix = f"{key(r['candidate'])}_vs_{key(r['opponent'])}_"
-        for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "unparsed", "pairs"):
-            facts[prefix + f] = r[f]
-        consistency = r["position_consistency"]
-        facts[prefix + "position_consistency"] = nan if consistency is None or pd.isna(consistency) else consistency
-    for s in training or []:
-        facts[f"{key(s['variant'])}_steps"] = s["steps"]
-        facts[f"{key(s['variant'])}_seconds"] = s["seconds"]
-    return facts
+    pairs = [Comparison(candidate, opponent, f"{LABELS[candidate]} vs {LABELS[opponent]}",
+                        [{"id": did, "context": t["judge_context"], "utterance": t["judge_utterance"],
+                          "response_a": replies[candidate][did], "response_b": replies[opponent][did]}
+                         for did, t in test.items()])
+             for candidate, opponent in comparisons(cfg)]
+    out = JudgingOutput(paths.judgment, paths.results, paths.figures / "pride_winrates.png",
+                        f"PRIDE and its baselines on {len(test)} test dialogues", reuse_verdicts=True)
+    judged = judge_comparisons(pairs, judge, out, resamples=cfg.judge.bootstrap_resamples,
+                               confidence=cfg.judge.confidence, seed=cfg.run.seed)
+    return {"results": judged.results, "judge": judge.name, "figure": judged.figure, "test_dialogues": len(test),
+            "validity": getattr(judge, "validity", None) or {}, "accuracy": read_judge_accuracy(run_dir, judge.name)}
 
 
 def run_pride(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -537,14 +387,3 @@ def run_pride(cfg: StudyConfig, run_dir: str | Path) -> dict:
     return {"card": card, "training": training, "replies": replies, **report}
 
 
-def describe_method(cfg: StudyConfig) -> str:
-    """The run's PRIDE settings in one paragraph (the notebook prints it above the results)."""
-    p = cfg.pride
-    return textwrap.fill(
-        f"Loss = {p.lambda_ce:g}·CE + {p.lambda_rkl:g}·RKL(T={p.rkl_temperature:g}) + {p.lambda_mmd:g}·MMD² "
-        f"(Gaussian kernel, bandwidths {p.mmd_bandwidths} × {'median distance' if p.mmd_bandwidth_mode == 'median' else '1'}, "
-        f"{p.mmd_estimator} estimator, features at layer {p.mmd_layer}); multi-source attention after decoder layer "
-        f"{p.fusion_layer} ({p.fusion_heads} heads, width {p.fusion_dim}, PI encoded by {p.pi_encoder}, pooled by "
-        f"{p.pi_pooling}), PI dropout {p.pi_dropout:g}; LoRA rank from the lora section; lr {p.learning_rate:g} "
-        f"(module {p.module_learning_rate or p.learning_rate:g}), batch {p.batch_size}, "
-        f"{'max ' + str(p.max_steps) + ' steps' if p.max_steps > 0 else str(p.epochs) + ' epoch(s)'}.", 110)

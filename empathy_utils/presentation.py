@@ -1,0 +1,440 @@
+"""Results as the book shows them: formatted numbers, tables, and the sentences the pages glue.
+
+The stages compute and return plain data (DataFrames, dicts, dataclasses); this module is the one
+place that turns such data into text. One formatter per kind of number (:func:`percent`,
+:func:`interval`, :func:`plain`), one sentence per statistical situation (:func:`interval_situation`
+says which situation a confidence interval is in; the sentence functions choose their words from it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+# ----------------------------------------------------------------------------------- numbers
+DASH = "—"
+
+
+def _missing(x) -> bool:
+    if x is None:
+        return True
+    try:
+        return math.isnan(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def percent(x, digits: int = 1) -> str:
+    """A share as a percentage ("61.5 %"); a missing value (None, NaN) as a dash."""
+    return DASH if _missing(x) else f"{100 * float(x):.{digits}f} %"
+
+
+def interval(low, high, digits: int = 1) -> str:
+    """A confidence interval as "47.7 % – 68.6 %"."""
+    return f"{percent(low, digits)} – {percent(high, digits)}"
+
+
+def plain(value, nan=float("nan")):
+    """Plain Python values (NumPy scalars unwrapped, dicts and lists walked) for myst-nb glue and
+    JSON; NaN becomes ``nan`` (glue keeps NaN; JSON files pass ``nan=None``)."""
+    if isinstance(value, dict):
+        return {k: plain(v, nan) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, nan) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return nan if math.isnan(float(value)) else float(value)
+    return value
+
+
+# ------------------------------------------------------------------------ statistical situations
+def interval_situation(low, high, reference: float = 0.5) -> str:
+    """Where a confidence interval lies with respect to ``reference``: "above", "below",
+    "includes" (the data cannot tell it from the reference) or "unknown" (not estimated)."""
+    if _missing(low) or _missing(high):
+        return "unknown"
+    if low > reference:
+        return "above"
+    if high < reference:
+        return "below"
+    return "includes"
+
+
+def judge_accuracy_sentence(accuracy) -> str:
+    """Beside every set of win rates: how often the judge agreed with people on the report set
+    (``judging.JudgeAccuracy``, or None when nothing was measured), and whether that licenses
+    reading its win rates as findings."""
+    if accuracy is None:
+        return ("Warning: this judge's agreement with human ratings was not measured, so the win rates below are "
+                "the opinion of a judge of unknown accuracy, not findings.")
+    where = ("in this run's validation" if accuracy.source == "run" else
+             "by the project's own validation, shipped with the code" + (f" ({accuracy.detail})" if accuracy.detail
+                                                                       else ""))
+    measured = (f"The judge ({accuracy.name}) agreed with people on {percent(accuracy.accuracy)} of the "
+                f"{accuracy.set}-set pairs (95 % CI {interval(accuracy.ci_low, accuracy.ci_high)}), measured {where}.")
+    situation = interval_situation(accuracy.ci_low, accuracy.ci_high)
+    if situation == "above":
+        return measured + " Its interval lies above 50 %, so its verdicts carry information about people's preferences."
+    if situation == "below":
+        return (measured + " Warning: its interval lies below 50 %: it disagrees with people more often than a coin "
+                "would, so the win rates below are not findings.")
+    return (measured + " Warning: its interval includes 50 %: it has not been shown to do better than a coin, so the "
+            "win rates below are not findings.")
+
+
+def judge_is_trustworthy(accuracy) -> bool:
+    return accuracy is not None and interval_situation(accuracy.ci_low, accuracy.ci_high) == "above"
+
+
+def winrate_sentence(row, accuracy) -> str:
+    """One comparison's win rate in words: a finding only when the judge was measured above chance
+    and the win rate's own interval excludes 50 %."""
+    label = row["comparison"]
+    if _missing(row["win_rate"]):
+        return f"{label}: no pair could be judged."
+    rate = f"{label}: {percent(row['win_rate'])} (CI {interval(row['ci_low'], row['ci_high'])})"
+    if not judge_is_trustworthy(accuracy):
+        return f"{rate} — warning: by a judge not shown to beat chance, so not a finding."
+    situation = interval_situation(row["ci_low"], row["ci_high"])
+    if situation == "above":
+        return f"{rate}: the first-named is preferred, and the interval excludes 50 %."
+    if situation == "below":
+        return f"{rate}: the second-named is preferred, and the interval excludes 50 %."
+    return f"{rate}: the interval includes 50 %, so no difference is shown."
+
+
+def winrate_sentences(results: pd.DataFrame, accuracy) -> str:
+    """The judge's accuracy, then each comparison's sentence: what a page prints beside its win rates."""
+    lines = [judge_accuracy_sentence(accuracy)]
+    lines += [winrate_sentence(r, accuracy) for _, r in results.iterrows()]
+    return "\n".join(lines)
+
+
+def lc_statement(row) -> str:
+    """The length-controlled win rate of one comparison as a phrase, or why it was not estimated."""
+    rate = row.get("lc_win_rate")
+    if _missing(rate):
+        return row.get("lc_note") or "not estimated"
+    return f"{percent(rate)} (bootstrap CI {interval(row['lc_ci_low'], row['lc_ci_high'])})"
+
+
+def position_statement(row) -> str:
+    """How far the judge agreed with itself across the two orders of a pair, for one comparison
+    (a results row; None: nothing judged)."""
+    if row is None:
+        return "No comparison was judged."
+    value = row["position_consistency"]
+    if _missing(value):
+        return ("This judge scores each reply on its own, so the order in which two replies are shown cannot "
+                "change its verdict.")
+    return (f"This judge sees each pair in both orders; on the {row['comparison']} pairs the two orders agreed "
+            f"{percent(value, 0)} of the time, and every disagreement became a tie. A judge that mostly follows "
+            "position rather than content produces mostly ties, and a win rate near 50 % then says more about the "
+            "judge than about the students.")
+
+
+def overlap_situation(first, second) -> str:
+    """Two estimates with intervals (rows with ci_low / ci_high): "first below", "first above" or
+    "overlap" (their intervals overlap, so they are not ranked)."""
+    if first["ci_high"] < second["ci_low"]:
+        return "first below"
+    if second["ci_high"] < first["ci_low"]:
+        return "first above"
+    return "overlap"
+
+
+# -------------------------------------------------------------------------------------- tables
+def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
+    """The win-rate table as the book shows it (percentages, CI, counts, the paper's definition, the
+    length-controlled rate); the caller names the judge in the caption (one judge per table)."""
+    out = pd.DataFrame({
+        "comparison": results["comparison"],
+        "win rate (ties ½)": results["win_rate"].map(percent),
+        f"{round(100 * results['confidence'].iloc[0])} % CI": [
+            interval(lo, hi) for lo, hi in zip(results["ci_low"], results["ci_high"])],
+        "paper's rate (wins ÷ all)": results["paper_win_rate"].map(percent),
+        "length-controlled": results["lc_win_rate"].map(percent) if "lc_win_rate" in results else DASH,
+        "W / T / L": [f"{w} / {t} / {n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
+        "unparsed": results["unparsed"],
+        "orders agree": ["order-free" if _missing(x) else percent(x) for x in results["position_consistency"]],
+    })
+    return out.set_index("comparison")
+
+
+def emotion_table(per_emotion: pd.DataFrame) -> pd.DataFrame:
+    """Per-emotion win rates (ties ½) with the number of dialogues, one column per comparison."""
+    if per_emotion is None or not len(per_emotion):
+        return pd.DataFrame()
+    cells = [f"{percent(w, 0)} (n={n})" if not _missing(w) else f"{DASH} (n={n})"
+             for w, n in zip(per_emotion["win_rate"], per_emotion["n"])]
+    table = per_emotion.assign(cell=cells).pivot(index="emotion", columns="comparison", values="cell")
+    table.columns.name = None
+    return table[list(dict.fromkeys(per_emotion["comparison"]))]
+
+
+def training_table(summary: dict) -> pd.DataFrame:
+    """A training summary (from train_sft / train_dpo) as a two-column table."""
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else v
+
+    return pd.DataFrame([(k.replace("_", " "), fmt(v)) for k, v in summary.items() if v is not None],
+                        columns=["", "value"]).set_index("")
+
+
+def card_table(card: dict) -> pd.DataFrame:
+    """A dataset card (stages.build_datasets) as a two-column table."""
+    rows = [
+        ("method", card["method"]),
+        ("strategy", card["strategy"] or DASH),
+        ("construction", card["construction"]),
+        ("teacher", card["teacher"] or "none (replies come from the data)"),
+        ("source data", f"{card['source_data']['name']} ({card['source_data']['train_rows_used']} train dialogues used)"),
+        ("SFT examples", card["counts"]["sft_examples"]),
+        ("DPO pairs", card["counts"]["dpo_pairs"]),
+        ("test dialogues", card["counts"]["test_dialogues"]),
+    ]
+    if card.get("teacher_output"):
+        t = card["teacher_output"]
+        rows.append(("teacher calls", f"{t['calls']} (retried {t['retried']}, rows dropped {t['dropped']})"))
+        rows.append(("teacher output flags", ", ".join(f"{k}: {v}" for k, v in t["flags"].items())))
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+STUDENT_LABEL_SHORT = {"sft": "SFT", "dpo": "SFT→DPO"}
+
+
+def variants_table(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
+    """The grid as the book shows it: one row per dataset, its size and its student's win rate."""
+    out = pd.DataFrame({
+        "method": table["method"], "strategy": table["strategy"], "construction": table["construction"],
+        "replies from": table["source"], "SFT examples": table["sft_examples"], "DPO pairs": table["dpo_pairs"],
+    })
+    for student in ("sft", "dpo"):
+        if f"{student}_win_rate" in table:
+            label = STUDENT_LABEL_SHORT[student]
+            out[f"{label} win rate"] = table[f"{student}_win_rate"].map(percent)
+            out[f"{label} CI"] = [interval(a, b) for a, b in zip(table[f"{student}_ci_low"], table[f"{student}_ci_high"])]
+    return out.set_axis(table["variant"].to_list()).rename_axis("dataset")
+
+
+# ------------------------------------------------------------------------------ glued values
+def judge_glue_values(report: dict) -> dict:
+    """Values the judge notebook glues besides glue_winrates: the length-controlled win rates, the
+    judge's validity and how it was chosen, its report-set accuracy, and a sentence on position bias."""
+    results, validity = report["results"], report["validity"]
+    values = {"judge_kind": validity["kind"], "judge_validity": validity["statement"],
+              "judge_how_chosen": validity.get("how_chosen", "passed in by the caller"),
+              "judge_validated": "yes" if validity["validated"] else "no",
+              "judge_accuracy_statement": judge_accuracy_sentence(report.get("accuracy"))}
+    for _, r in results.iterrows():
+        prefix = f"{r['candidate']}_vs_{r['opponent']}_"
+        values.update({prefix + k: r[k] for k in ("lc_win_rate", "lc_ci_low", "lc_ci_high", "length_slope")})
+        values[prefix + "lc_statement"] = lc_statement(r)
+    values["position_statement"] = position_statement(results.iloc[0] if len(results) else None)
+    return values
+
+
+def validation_glue_values(result: dict) -> dict:
+    """What the validation notebook glues (the same keys whether or not anything was measured)."""
+    report = result["report"]
+    sel = report.get("selected") or {}
+    values = {"validation_status": report["status"], "validation_summary": result["validation_summary"],
+              "selected_judge": result["selected_judge"], "adversarial_summary": result["adversarial_summary"]}
+    if report["status"] == "ok":
+        full = report["full_set"]
+        values.update(validation_pairs=report["data"]["test_pairs"], validation_dialogues=report["data"]["test_dialogues"],
+                      longer_wins_accuracy=report["baselines"]["longer_wins"]["accuracy"],
+                      llm_wins_accuracy=report["baselines"]["llm_wins"]["accuracy"],
+                      full_set_longer_wins=full["longer_wins"], full_set_llm_wins=full["llm_wins"],
+                      full_set_unequal_pairs=full["unequal_length_pairs"], full_set_hl_pairs=full["human_vs_llm_pairs"])
+        if sel:
+            values.update(selected_accuracy=sel["accuracy"], selected_ci_low=sel["ci_low"], selected_ci_high=sel["ci_high"])
+    return values
+
+
+def validation_displays(report: dict, table: pd.DataFrame, adversarial: pd.DataFrame | None, figure) -> dict:
+    """What the validation page shows, whether or not anything was measured (the same glue keys
+    either way). HTML, not Markdown: pasted into another page, a Markdown output would show as text."""
+    from IPython.display import HTML
+
+    caption = ("Candidate judges and baselines against human ratings (LLMs-vs-Humans test split)"
+               if report["status"] == "ok" else "Candidate judges: nothing measured in this run")
+    return {
+        "table_display": table.style.set_caption(caption),
+        "figure_display": figure if figure is not None else HTML(
+            "<p><em>No figure: nothing was measured in this run.</em></p>"),
+        "adversarial_display": (adversarial.style.set_caption(
+            "Flip rate of injected instructions (flips / verdicts that could flip), by judge and defense")
+            if adversarial is not None else HTML("<p><em>No table: no injected-instruction check was run.</em></p>")),
+    }
+
+
+# ------------------------------------------------------------------------------------- PRIDE
+def pride_card_table(card: dict) -> pd.DataFrame:
+    """The PRIDE data card (pride.stage.prepare_data) as a two-column table."""
+    t = card["teacher_log"]["train"]
+    flags = ", ".join(f"{k} {v}" for k, v in t["flags"].items() if v) or "none"
+    rows = [
+        ("data", f"{card['source']['name']} ({card['train_examples']} train, {card['test_examples']} test examples)"),
+        ("privileged information", ", ".join(card["pi_fields"])),
+        ("teacher", card["teacher"]),
+        ("student", f"{card['student_model']}, prompt {card['student_prompt']} (dialogue only)"),
+        ("teacher calls (train)", f"{t['calls']} (retried {t['retried']})"),
+        ("usable teacher replies (train)", f"{card['train_usable']} of {card['train_examples']}"),
+        ("teacher reply flags (train)", flags),
+        ("teacher answers from the cache", f"{card['cache']['answered_from_cache']} (new calls {card['cache']['new_calls']})"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def pride_training_table(summaries: list[dict]) -> pd.DataFrame:
+    """One row per PRIDE-chapter student: trainer, steps, losses, the module's gate and attention."""
+    from .pride.stage import LABELS
+
+    def num(v, fmt="{:.3f}"):
+        return "—" if v is None else fmt.format(v)
+
+    rows = []
+    for s in summaries:
+        attention = s.get("attention") or {}
+        top = max(((k, v) for k, v in attention.items() if k != "null"), key=lambda kv: kv[1], default=None)
+        rows.append({
+            "student": LABELS[s["variant"]],
+            "trainer": s["trainer"] + (" — reused: same settings and data as before" if s.get("reused") else ""),
+            "steps": s["steps"],
+            "seconds": s["seconds"],
+            "first → last loss": f"{num(s['first_loss'])} → {num(s['last_loss'])}",
+            "mean CE / RKL / MMD²": " / ".join(num(s.get(k)) for k in ("mean_ce", "mean_rkl", "mean_mmd")),
+            "gate |tanh g|": num(s.get("gate_strength"), "{:.4f}"),
+            "most-attended PI source": "—" if top is None else f"{top[0]} ({top[1]:.2f}; null {attention.get('null', 0):.2f})",
+        })
+    return pd.DataFrame(rows).set_index("student")
+
+
+def pride_ablation_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per student: what it is, and its win rate (CI; W/T/L) against each opponent."""
+    from .pride.stage import LABELS, WHAT
+
+    def cell(r):
+        if _missing(r["win_rate"]):
+            return DASH
+        return f"{percent(r['win_rate'])} ({interval(r['ci_low'], r['ci_high'])}); {r['wins']}/{r['ties']}/{r['losses']}"
+
+    confidence = round(100 * results["confidence"].iloc[0])
+    table = {}
+    for _, r in results.iterrows():
+        row = table.setdefault(r["candidate"], {"student": LABELS[r["candidate"]], "what it is": WHAT[r["candidate"]]})
+        row[f"vs {LABELS[r['opponent']]}: win rate ({confidence} % CI); W/T/L"] = cell(r)
+    return pd.DataFrame(list(table.values())).set_index("student").fillna("—")
+
+
+def teacher_role(results: pd.DataFrame) -> str:
+    """Whether the teacher's replies bound the students from above, by this run's judge: a teacher
+    that loses to students distilled from it is no ceiling, and the book should not call it one.
+    Overlapping confidence intervals are said to be overlapping, not ranked."""
+    def row(candidate):
+        r = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
+        return r.iloc[0] if len(r) and not _missing(r["win_rate"].iloc[0]) else None
+
+    teacher, pride = row("teacher"), row("pride")
+    if teacher is None or pride is None:
+        return "This run did not judge both the teacher and PRIDE against the base student."
+    situation = overlap_situation(teacher, pride)
+    if situation == "first below":
+        return (f"That is below PRIDE's {percent(pride['win_rate'])}, and their intervals do not overlap: by this "
+                "judge the student outscores the teacher it learned from, so the teacher's own replies are no "
+                "ceiling here.")
+    if situation == "first above":
+        return (f"PRIDE's {percent(pride['win_rate'])} is below it, and their intervals do not overlap: the "
+                "teacher's replies remain the ceiling that distilling this teacher can hope to approach.")
+    return (f"PRIDE's {percent(pride['win_rate'])} and the teacher's intervals overlap: at this size the judge "
+            "cannot tell the student from the teacher it learned from.")
+
+
+UNMEASURED_JUDGE = ("Its agreement with human ratings was not measured in this run: read its win rates as the opinion "
+                    "of a judge of unknown validity.")
+
+
+def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = None) -> dict:
+    """The scalars and sentences the book's PRIDE chapter cites (glued by the notebook), from the
+    data card and what pride.stage.judge_students returned."""
+    from .pride.stage import key
+
+    results = report["results"]
+    validity = report.get("validity") or {}
+    pride_vs_base = results[(results["candidate"] == "pride") & (results["opponent"] == "base")]
+    facts = {
+        "judge_name": report["judge"],
+        "judge_statement": validity.get("statement") or UNMEASURED_JUDGE,
+        "judge_accuracy_statement": judge_accuracy_sentence(report.get("accuracy")),
+        "judge_consistency": position_statement(pride_vs_base.iloc[0] if len(pride_vs_base) else None),
+        "n_test": report["test_dialogues"],
+        "n_train": card["train_usable"],
+        "teacher_name": card["teacher"],
+        "student_model": card["student_model"],
+        "pi_fields": ", ".join(card["pi_fields"]),
+        "data_name": card["source"]["name"],
+        "confidence_pct": int(round(100 * results["confidence"].iloc[0])),
+        "teacher_role": teacher_role(results),
+    }
+    nan = float("nan")
+    for candidate in {*results["candidate"], "pride", "teacher"}:
+        for opponent in ("base", "teacher"):  # a comparison the run did not make is glued as NaN
+            prefix = f"{key(candidate)}_vs_{key(opponent)}_"
+            for f in ("win_rate", "ci_low", "ci_high", "position_consistency"):
+                facts[prefix + f] = nan
+    for _, r in results.iterrows():
+        prefix = f"{key(r['candidate'])}_vs_{key(r['opponent'])}_"
+        for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "unparsed", "pairs"):
+            facts[prefix + f] = r[f]
+        consistency = r["position_consistency"]
+        facts[prefix + "position_consistency"] = nan if _missing(consistency) else consistency
+    for s in training or []:
+        facts[f"{key(s['variant'])}_steps"] = s["steps"]
+        facts[f"{key(s['variant'])}_seconds"] = s["seconds"]
+    return facts
+
+
+def _joined(items: list) -> str:
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ablation_overlap_sentence(overlap: dict | None) -> str:
+    """pride.stage.ablation_overlap in words."""
+    if overlap is None:
+        return "This run trained no ablation beside PRIDE."
+    names = [s.removeprefix("PRIDE ") for s in overlap["students"]]
+    text = (f"Word for word, the students {_joined(names)} wrote {_joined(overlap['same_as_pride'])} of their "
+            f"{overlap['replies']} test replies exactly as PRIDE did; an ablation that leaves most replies unchanged "
+            "cannot move the win rate much.")
+    terms = overlap.get("weighted_terms")
+    if terms:
+        text += (f" In PRIDE's training the weighted terms averaged {terms['CE']:.3f} (CE), "
+                 f"{terms['reverse KL']:.3f} (reverse KL) and {terms['MMD²']:.3f} (MMD²).")
+    return text
+
+
+def pride_reply_glue(facts: dict) -> dict:
+    """pride.stage.reply_facts as the chapter glues it (the overlap as a sentence)."""
+    return {**facts, "ablation_overlap": ablation_overlap_sentence(facts.get("ablation_overlap"))}
+
+
+def pride_method(cfg) -> str:
+    """The run's PRIDE settings in one paragraph (the notebook prints it above the results)."""
+    import textwrap
+
+    p = cfg.pride
+    return textwrap.fill(
+        f"Loss = {p.lambda_ce:g}·CE + {p.lambda_rkl:g}·RKL(T={p.rkl_temperature:g}) + {p.lambda_mmd:g}·MMD² "
+        f"(Gaussian kernel, bandwidths {p.mmd_bandwidths} × {'median distance' if p.mmd_bandwidth_mode == 'median' else '1'}, "
+        f"{p.mmd_estimator} estimator, features at layer {p.mmd_layer}); multi-source attention after decoder layer "
+        f"{p.fusion_layer} ({p.fusion_heads} heads, width {p.fusion_dim}, PI encoded by {p.pi_encoder}, pooled by "
+        f"{p.pi_pooling}), PI dropout {p.pi_dropout:g}; LoRA rank from the lora section; lr {p.learning_rate:g} "
+        f"(module {p.module_learning_rate or p.learning_rate:g}), batch {p.batch_size}, "
+        f"{'max ' + str(p.max_steps) + ' steps' if p.max_steps > 0 else str(p.epochs) + ' epoch(s)'}.", 110)

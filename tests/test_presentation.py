@@ -1,0 +1,130 @@
+"""presentation: one formatter per kind of number, one sentence per statistical situation, and the
+judge's report-set accuracy printed beside every set of win rates (read from the run's
+results/judge_validation.json), on synthetic inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from empathy_utils.judging import JudgeAccuracy, read_judge_accuracy
+from empathy_utils.presentation import (
+    interval,
+    interval_situation,
+    judge_accuracy_sentence,
+    lc_statement,
+    percent,
+    plain,
+    position_statement,
+    winrate_sentence,
+    winrate_sentences,
+)
+
+
+def test_one_percent_formatter_and_one_plain_converter():
+    assert percent(0.615) == "61.5 %"
+    assert percent(0.615, 0) == "62 %"
+    assert percent(None) == "—"
+    assert percent(float("nan")) == "—"
+    assert percent(np.float64(0.5)) == "50.0 %"
+    assert interval(0.477, 0.686) == "47.7 % – 68.6 %"
+    assert plain(np.int64(3)) == 3
+    assert type(plain(np.int64(3))) is int
+    assert plain(np.bool_(True)) is True
+    assert math.isnan(plain(float("nan"))), "glue keeps NaN"
+    assert plain({"a": [np.float32(0.25), float("nan")]}, nan=None) == {"a": [0.25, None]}, "JSON gets None"
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.55, 0.7, "above"), (0.2, 0.45, "below"), (0.45, 0.55, "includes"), (0.5, 0.6, "includes"),
+    (float("nan"), 0.6, "unknown"), (None, None, "unknown"),
+])
+def test_interval_situation(low, high, expected):
+    assert interval_situation(low, high) == expected
+
+
+def _accuracy(low, high, source="run", detail=""):
+    return JudgeAccuracy(name="the judge J", accuracy=(low + high) / 2, ci_low=low, ci_high=high, source=source,
+                         detail=detail)
+
+
+def test_judge_accuracy_sentence_warns_unless_the_interval_is_above_chance():
+    assert "not measured" in judge_accuracy_sentence(None)
+    assert "Warning" in judge_accuracy_sentence(None)
+    good = judge_accuracy_sentence(_accuracy(0.6, 0.7))
+    assert "Warning" not in good
+    assert "65.0 %" in good
+    assert "60.0 % – 70.0 %" in good
+    assert "report-set" in good
+    assert "in this run's validation" in good
+    coin = judge_accuracy_sentence(_accuracy(0.45, 0.62))
+    assert "Warning" in coin
+    assert "includes 50 %" in coin
+    assert "not findings" in coin
+    worse = judge_accuracy_sentence(_accuracy(0.3, 0.45))
+    assert "below 50 %" in worse
+    packaged = judge_accuracy_sentence(_accuracy(0.6, 0.7, "packaged", "date 2026-11-30, commit abc"))
+    assert "shipped with the code (date 2026-11-30, commit abc)" in packaged
+
+
+def _row(rate, low, high):
+    return pd.Series({"comparison": "SFT→DPO student vs base student", "win_rate": rate, "ci_low": low,
+                      "ci_high": high})
+
+
+def test_a_win_rate_is_a_finding_only_from_a_judge_above_chance():
+    trusted = _accuracy(0.6, 0.7)
+    assert "first-named is preferred" in winrate_sentence(_row(0.7, 0.6, 0.8), trusted)
+    assert "second-named is preferred" in winrate_sentence(_row(0.3, 0.2, 0.4), trusted)
+    assert "no difference is shown" in winrate_sentence(_row(0.52, 0.4, 0.64), trusted)
+    assert "no pair could be judged" in winrate_sentence(_row(float("nan"), float("nan"), float("nan")), trusted)
+    for judge in (None, _accuracy(0.45, 0.62), _accuracy(0.3, 0.45)):
+        sentence = winrate_sentence(_row(0.7, 0.6, 0.8), judge)
+        assert "warning" in sentence
+        assert "not a finding" in sentence
+        assert "preferred" not in sentence
+    both = winrate_sentences(pd.DataFrame([_row(0.7, 0.6, 0.8)]), trusted)
+    assert both.splitlines()[0] == judge_accuracy_sentence(trusted), "the judge's accuracy comes first"
+
+
+def test_position_and_length_control_sentences():
+    assert "cannot change its verdict" in position_statement(pd.Series({"comparison": "x", "position_consistency": None}))
+    both = position_statement(pd.Series({"comparison": "A vs B", "position_consistency": 0.25}))
+    assert "on the A vs B pairs the two orders agreed 25 %" in both
+    assert position_statement(None) == "No comparison was judged."
+    assert lc_statement({"lc_win_rate": float("nan"), "lc_note": "not estimated: why"}) == "not estimated: why"
+    assert lc_statement({"lc_win_rate": 0.6, "lc_ci_low": 0.5, "lc_ci_high": 0.7}) == \
+        "60.0 % (bootstrap CI 50.0 % – 70.0 %)"
+
+
+def _write_validation(run_dir, selected, status="ok"):
+    (run_dir / "results").mkdir(parents=True, exist_ok=True)
+    (run_dir / "results" / "judge_validation.json").write_text(json.dumps({"status": status, "selected": selected}))
+
+
+def test_the_accuracy_is_read_from_the_selected_entry_in_every_case(tmp_path):
+    assert read_judge_accuracy(tmp_path) is None, "no validation file: nothing measured"
+    _write_validation(tmp_path, None, status="skipped")
+    assert read_judge_accuracy(tmp_path) is None, "nothing selected: nothing measured"
+    # as written today (no set, no source): measured in this run
+    _write_validation(tmp_path, {"kind": "k", "name": "judge A", "accuracy": 0.6, "ci_low": 0.55, "ci_high": 0.66})
+    acc = read_judge_accuracy(tmp_path, "judge A (instructions stripped)")
+    assert (acc.name, acc.accuracy, acc.ci_low, acc.ci_high) == ("judge A", 0.6, 0.55, 0.66)
+    assert (acc.source, acc.set) == ("run", "report")
+    assert read_judge_accuracy(tmp_path, "judge B") is None, "another judge judged: its accuracy is not this one's"
+    # a packaged measurement (no research data in this run), its source a mapping
+    _write_validation(tmp_path, {"name": "judge A", "accuracy": 0.6, "ci_low": 0.52, "ci_high": 0.68,
+                                 "set": "report", "source": {"kind": "packaged", "date": "2026-11-30",
+                                                             "commit": "abc123"}}, status="skipped")
+    acc = read_judge_accuracy(tmp_path, "judge A")
+    assert acc.source == "packaged"
+    assert acc.detail == "date 2026-11-30, commit abc123"
+    _write_validation(tmp_path, {"name": "judge A", "accuracy": 0.6, "ci_low": 0.52, "ci_high": 0.68,
+                                 "set": "report", "source": "measured in this run"})
+    assert read_judge_accuracy(tmp_path, "judge A").source == "run"
+    _write_validation(tmp_path, {"name": "judge A", "accuracy": None, "ci_low": None, "ci_high": None})
+    assert read_judge_accuracy(tmp_path, "judge A") is None, "a selected entry without a measurement"
