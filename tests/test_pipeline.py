@@ -57,7 +57,7 @@ def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
         nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1 and cfg.params_hash()
-        assert "'name_or_path': 'tiny-random'" in injected[0].source or '"name_or_path": "tiny-random"' in injected[0].source
+        assert f'profile = "{cfg.run_dir / "params.yaml"}"' in injected[0].source, name  # the run's validated params
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
 
 
