@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import STAGES, load_config, profile_path
 from .errors import StudyError
-from .paths import DATA_ENV
+from .paths import DATA_ENV, hub_offline_by_default
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hub_offline_by_default()  # before anything imports huggingface_hub (it reads the variable once)
     args = build_parser().parse_args(argv)
     _apply_data_dir(args)
     try:

@@ -133,8 +133,10 @@ def start_stage(stage: str, namespace: dict):
     ``default`` profile, exactly as ``empathy-study run --profile default`` would."""
     from .config_loader import load_config, profile_path
     from .errors import ConfigError
+    from .paths import hub_offline_by_default
     from .runner import begin_stage, run_folder
 
+    hub_offline_by_default()
     check_parameters(namespace)
     profile = namespace.get("profile") or "default"
     run_dir = namespace.get("run_dir") or ""

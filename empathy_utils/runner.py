@@ -22,7 +22,7 @@ import yaml
 from .artifacts import RunPaths, new_manifest, now, read_manifest, write_manifest
 from .config import STAGES, StudyConfig
 from .errors import StudyError
-from .paths import notebooks_dir, repo_root
+from .paths import hub_offline_by_default, notebooks_dir, repo_root
 
 STAGE_NOTEBOOKS = {
     "datasets": "01_datasets.ipynb",
@@ -161,6 +161,7 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
     """Execute the stages of a run; returns the run folder. Raises StudyError naming the failed stage."""
     import papermill as pm
 
+    hub_offline_by_default()  # the kernels inherit it
     repo = repo_root()
     run_dir_rel, run_dir = run_folder(cfg)
     paths = RunPaths(run_dir)
