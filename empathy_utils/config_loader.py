@@ -37,6 +37,12 @@ def did_you_mean(name: str, choices, n: int = 3) -> str:
     return "; valid names: " + ", ".join(str(c) for c in choices)
 
 
+def _short_help(cls: type, name: str) -> str:
+    """The first sentence of a field's help, for error messages."""
+    text = field_help(cls, name)
+    return text.split(". ")[0].split("; ")[0].rstrip(".")
+
+
 def field_help(cls: type, name: str) -> str:
     """The help text of a config field (``field(metadata={"help": ...})``); empty if it has none."""
     for f in dataclasses.fields(cls):
@@ -45,12 +51,12 @@ def field_help(cls: type, name: str) -> str:
     return ""
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (list,):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
+        return f"list of {type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -71,7 +77,7 @@ def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         return _coerce(args[0], value, path, errors)
     if origin is list:
         if not isinstance(value, list):
-            errors.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            errors.append(f"{path}: expected {type_name(tp)}, got {type(value).__name__} {value!r}")
             return value
         (inner,) = typing.get_args(tp)
         return [_coerce(inner, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
@@ -113,14 +119,17 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
     for key in raw:
         if key not in names:
             close = nearest(str(key), names)
-            hint = (f"; did you mean {', '.join(repr(c) for c in close)}?" if close
-                    else f"; known keys: {', '.join(names)}")
+            hint = (f"; did you mean {', '.join(repr(c) for c in close)}? ({close[0]}: {_short_help(cls, close[0])})"
+                    if close else f"; known keys: {', '.join(names)}")
             errors.append(f"{prefix + '.' if prefix else ''}{key}: unknown key{hint}")
     kwargs = {}
     for name in names:
         if name in raw:
             path = f"{prefix}.{name}" if prefix else name
+            before = len(errors)
             kwargs[name] = _coerce(hints[name], raw[name], path, errors)
+            if len(errors) > before and not dataclasses.is_dataclass(hints[name]) and _short_help(cls, name):
+                errors[-1] += f" ({name}: {_short_help(cls, name)})"
     try:
         return cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - only on a programming error in a dataclass
