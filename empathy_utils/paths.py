@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, StudyError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_ENV = "EMPATHY_DATA_DIR"
@@ -70,3 +70,42 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None, need: str | None
             f"{path}: has no {need}/ folder (data directory {how}); download the dataset into {path / need}"
         )
     return path
+
+
+# ------------------------------------------------------------------------------ the model hub
+# The study never waits on a model hub it may not reach: it uses the models it finds on this machine
+# (the embedded model, tiny-random, local folders, the Hugging Face cache) and says how to fetch any
+# other one. Set HF_HUB_OFFLINE=0 yourself to let it download instead.
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def hub_offline_by_default() -> bool:
+    """Turn the hub off unless the user chose (HF_HUB_OFFLINE set either way); returns whether it is off.
+
+    Called by the entry points (command line, runner, stage notebooks) before anything imports
+    huggingface_hub, which reads the variable once, at import."""
+    for var in HUB_OFFLINE_VARS:
+        os.environ.setdefault(var, "1")
+    return hub_is_off()
+
+
+def hub_is_off() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def require_local_model(spec: str) -> None:
+    """With the hub off, a Hugging Face id must already be in the local cache: otherwise one line
+    naming the model and the command that fetches it (instead of a retry loop or a long traceback)."""
+    if os.path.isdir(os.path.expanduser(spec)) or not hub_is_off():
+        return
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        found = try_to_load_from_cache(spec, "config.json")
+    except HFValidationError:
+        raise StudyError(f"model {spec!r}: neither a local folder nor a Hugging Face id (org/name); "
+                        "use embedded:smollm2-135m-instruct, tiny-random, a folder or an id") from None
+    if not isinstance(found, str):
+        raise StudyError(f"model {spec!r} is not on this machine and the study does not download by itself: "
+                        f"fetch it once with `hf download {spec}` (or set HF_HUB_OFFLINE=0 to allow downloads)")

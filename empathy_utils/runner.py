@@ -9,6 +9,7 @@ in the same invocation re-runs too.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import yaml
 from .artifacts import RunPaths, new_manifest, now, read_manifest, write_manifest
 from .config import STAGES, StudyConfig
 from .errors import StudyError
-from .paths import notebooks_dir, repo_root
+from .paths import hub_offline_by_default, notebooks_dir, repo_root
 
 STAGE_NOTEBOOKS = {
     "datasets": "01_datasets.ipynb",
@@ -89,33 +90,89 @@ def resolve_stages(cfg: StudyConfig, stages: list[str] | None) -> list[str]:
     return [s for s in STAGES if s in stages]
 
 
-def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str] | None = None,
-              force: bool = False, log=print) -> Path:
-    """Execute the stages of a run; returns the run folder. Raises StudyError naming the failed stage."""
-    import papermill as pm
+def run_folder(cfg: StudyConfig, run_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(the run folder as given, relative to the repository when it can be; the folder itself)."""
+    given = Path(run_dir) if run_dir else cfg.run_dir
+    return given, given if given.is_absolute() else repo_root() / given
 
-    repo = repo_root()
-    run_dir_rel = cfg.run_dir
-    run_dir = repo / run_dir_rel if not run_dir_rel.is_absolute() else run_dir_rel
+
+def prepare_run(cfg: StudyConfig, run_dir: Path, params_source: str, data_files: dict[str, str] | None = None) -> dict:
+    """Write the run's ``params.yaml`` and ``manifest.json`` (stage records kept) unless they already
+    describe exactly these parameters; returns the manifest. Shared by the runner and by a stage
+    notebook started on its own (papermill, Jupyter), so both leave the same run folder behind."""
     paths = RunPaths(run_dir)
-    chosen = resolve_stages(cfg, stages)
-    data_files = preflight(cfg)
-
+    previous = read_manifest(run_dir)
+    if previous.get("params_hash") == cfg.params_hash() and paths.params.exists() and data_files is None:
+        return previous
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.params.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    previous = read_manifest(run_dir)
-    manifest = new_manifest(cfg, params_source, data_files, repo)
+    manifest = new_manifest(cfg, params_source, preflight(cfg) if data_files is None else data_files, repo_root())
     manifest["stages"] = previous.get("stages", {})
     if previous.get("created"):
         manifest["created"] = previous["created"]
     manifest["updated"] = now()
     write_manifest(run_dir, manifest)
+    return manifest
+
+
+def _notebook_record_path(run_dir: Path, stage: str) -> str:
+    out_nb = RunPaths(run_dir).notebooks / STAGE_NOTEBOOKS[stage]
+    repo = repo_root()
+    return str(out_nb.relative_to(repo) if out_nb.is_relative_to(repo) else out_nb)
+
+
+def begin_stage(cfg: StudyConfig, stage: str, run_dir: Path, params_source: str) -> dict:
+    """Record in the manifest that ``stage`` started with these parameters (called by the notebook)."""
+    if stage not in STAGE_NOTEBOOKS:
+        raise StudyError(f"unknown stage {stage!r}; the stages are {list(STAGES)}")
+    if stage not in cfg.run.stages:
+        raise StudyError(f"stage {stage!r} is not part of run {cfg.run.name!r} (run.stages = {cfg.run.stages}); "
+                         f"add it to run.stages (e.g. in overrides) to run this notebook")
+    manifest = prepare_run(cfg, run_dir, params_source)
+    manifest["stages"][stage] = {"status": "running", "params_hash": stage_hashes(cfg)[stage], "started": now(),
+                                 "notebook": _notebook_record_path(run_dir, stage)}
+    write_manifest(run_dir, manifest)
+    return manifest["stages"][stage]
+
+
+def finish_stage(stage: str, run_dir: Path) -> dict:
+    """Record that ``stage`` finished (the last cell of its notebook); returns its manifest record."""
+    manifest = read_manifest(run_dir)
+    record = manifest.get("stages", {}).get(stage)
+    if not record or record.get("status") != "running":
+        raise StudyError(f"{run_dir}: stage {stage!r} was not started in this run folder (its setup cell records it)")
+    finished = now()
+    started = _dt.datetime.fromisoformat(record["started"])
+    seconds = (_dt.datetime.fromisoformat(finished) - started).total_seconds()
+    record.update(status="ok", finished=finished, seconds=round(max(seconds, 0.1), 1))
+    write_manifest(run_dir, manifest)
+    return record
+
+
+def notebook_parameters(run_dir_rel: Path) -> dict:
+    """What the runner injects into a stage notebook: the run's validated params file, no overrides
+    (they are in it already) and the run folder. A person running papermill by hand passes the same
+    three names, with a profile and overrides of their choice."""
+    return {"profile": str(run_dir_rel / "params.yaml"), "overrides": [], "run_dir": str(run_dir_rel)}
+
+
+def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str] | None = None,
+              force: bool = False, log=print) -> Path:
+    """Execute the stages of a run; returns the run folder. Raises StudyError naming the failed stage."""
+    import papermill as pm
+
+    hub_offline_by_default()  # the kernels inherit it
+    repo = repo_root()
+    run_dir_rel, run_dir = run_folder(cfg)
+    paths = RunPaths(run_dir)
+    chosen = resolve_stages(cfg, stages)
+    prepare_run(cfg, run_dir, params_source, data_files=preflight(cfg))
 
     hashes = stage_hashes(cfg)
     rerun_rest = force
     paths.notebooks.mkdir(parents=True, exist_ok=True)
     for stage in chosen:
-        record = manifest["stages"].get(stage, {})
+        record = read_manifest(run_dir)["stages"].get(stage, {})
         out_nb = paths.notebooks / STAGE_NOTEBOOKS[stage]
         if (not rerun_rest and record.get("status") == "ok" and record.get("params_hash") == hashes[stage]
                 and out_nb.exists()):
@@ -124,32 +181,31 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
         rerun_rest = True
         log(f"[{cfg.run.name}] {stage}: running {STAGE_NOTEBOOKS[stage]} ...")
         start = time.time()
-        manifest["stages"][stage] = {"status": "running", "params_hash": hashes[stage], "started": now(),
-                                     "notebook": str(out_nb.relative_to(repo) if out_nb.is_relative_to(repo) else out_nb)}
-        write_manifest(run_dir, manifest)
         try:
             pm.execute_notebook(
                 str(notebooks_dir() / STAGE_NOTEBOOKS[stage]),
                 str(out_nb),
-                parameters={"config": cfg.to_dict(), "run_dir": str(run_dir_rel)},
+                parameters=notebook_parameters(run_dir_rel),
                 kernel_name="python3",
                 cwd=str(repo),
                 progress_bar=False,
                 request_save_on_cell_execute=False,
             )
         except pm.PapermillExecutionError as exc:
-            manifest["stages"][stage].update(status="failed", seconds=round(time.time() - start, 1),
-                                             error=f"{exc.ename}: {exc.evalue}")
+            manifest = read_manifest(run_dir)
+            manifest["stages"].setdefault(stage, {"params_hash": hashes[stage]}).update(
+                status="failed", seconds=round(time.time() - start, 1), error=f"{exc.ename}: {exc.evalue}")
             write_manifest(run_dir, manifest)
             raise StudyError(
                 f"stage {stage} failed: {exc.ename}: {exc.evalue}\n"
                 f"  the executed notebook, with the full traceback: {out_nb}\n"
                 f"  earlier stages are kept; fix the problem and re-run (finished stages are skipped)"
             ) from None
-        seconds = round(time.time() - start, 1)
-        manifest["stages"][stage].update(status="ok", seconds=seconds, finished=now())
-        write_manifest(run_dir, manifest)
-        log(f"[{cfg.run.name}] {stage}: done in {seconds:.0f} s")
+        record = read_manifest(run_dir)["stages"].get(stage, {})
+        if record.get("status") != "ok" or record.get("params_hash") != hashes[stage]:
+            raise StudyError(f"stage {stage}: {STAGE_NOTEBOOKS[stage]} ran but did not record its end in "
+                             f"{paths.manifest} (its setup and last cells call start_stage / finish_stage)")
+        log(f"[{cfg.run.name}] {stage}: done in {record['seconds']:.0f} s")
     return run_dir
 
 
@@ -172,9 +228,13 @@ def stage_book_run(run_dir: Path, root: Path) -> Path:
     manifest = read_manifest(run_dir)
     planned = manifest.get("params", {}).get("run", {}).get("stages") or list(STAGES)
     done = {s for s, rec in manifest.get("stages", {}).items() if rec.get("status") == "ok"}
-    missing = [s for s in planned if s not in done or not (paths.notebooks / STAGE_NOTEBOOKS[s]).exists()]
+    missing = [s for s in planned if s not in done]
     if missing:
         raise StudyError(f"{run_dir}: stage(s) {', '.join(missing)} have not finished; run them before building the book")
+    unsaved = [str(paths.notebooks / STAGE_NOTEBOOKS[s]) for s in planned if not (paths.notebooks / STAGE_NOTEBOOKS[s]).exists()]
+    if unsaved:
+        raise StudyError(f"{run_dir}: the executed notebook(s) {', '.join(unsaved)} are missing; a stage run with "
+                         "papermill by hand must write its output notebook there")
     for stage in planned:
         shutil.copy2(paths.notebooks / STAGE_NOTEBOOKS[stage], target / STAGE_NOTEBOOKS[stage])
     write_toc(root, planned)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -15,7 +18,7 @@ CLI = [sys.executable, "-m", "empathy_utils.cli"]
 def _run(*args, env_extra=None, drop=()):
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_extra or {})
-    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(CLI + list(args), capture_output=True, text=True, env=env, timeout=200)
 
 
 def test_missing_data_directory_is_one_clear_message():
@@ -54,3 +57,77 @@ def test_data_stats_prints_the_papers_counts(data_dir):
     assert "train 1750, test 250" in out
     assert "all" in out and "2394" in out and "2231" in out and "2868" in out
     assert "SFT rows 950" in out and "DPO pairs 800" in out
+
+
+# ------------------------------------------------------------------ no network: nothing waits on the hub
+@contextmanager
+def unreachable_hub():
+    """A hub address that takes connections and never answers, like a network that drops packets;
+    yields the environment to run under and a function telling whether anything connected."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.setblocking(False)
+
+    def contacted() -> bool:
+        try:
+            sock.accept()[0].close()
+            return True
+        except BlockingIOError:
+            return False
+
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{sock.getsockname()[1]}"}
+    try:
+        yield env, contacted
+    finally:
+        sock.close()
+
+
+HUB_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def test_a_model_not_on_this_machine_is_one_line_naming_it_and_how_to_fetch_it(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"id": "1", "context": "c", "utterance": "u", "response_a": "a", "response_b": "b"}\n')
+    with unreachable_hub() as (env, contacted):
+        env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: the model is nowhere on this machine
+        start = time.time()
+        proc = _run("judge", "--pairs", str(pairs), "--out", str(tmp_path / "out.jsonl"), "--judge", "pairwise-llm",
+                    "--profile", "tiny", "--set", "judge.model=example-org/not-on-this-machine",
+                    env_extra=env, drop=HUB_VARS)
+        seconds = time.time() - start
+        assert not contacted(), "the command tried the hub"
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()
+    assert len(message) == 1, message
+    assert "'example-org/not-on-this-machine'" in message[0]
+    assert "hf download example-org/not-on-this-machine" in message[0]
+    assert seconds < 60, f"answered in {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_plan_answers_without_the_hub_for_a_hub_model(tmp_path):
+    with unreachable_hub() as (env, contacted):
+        env["HF_HOME"] = str(tmp_path / "hf-home")
+        start = time.time()
+        proc = _run("plan", "--profile", "tiny", "--set", "model.name_or_path=example-org/not-on-this-machine",
+                    "--json", env_extra=env, drop=HUB_VARS)
+        seconds = time.time() - start
+        assert not contacted(), "the command tried the hub"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"runs"' in proc.stdout
+    assert seconds < 150, f"answered in {seconds:.0f} s"
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_readmes_plan_command_answers_without_the_hub(tmp_path, data_dir):
+    with unreachable_hub() as (env, contacted):
+        env["HF_HOME"] = str(tmp_path / "hf-home")
+        start = time.time()
+        proc = _run("plan", "--profile", "paper", env_extra=env, drop=HUB_VARS)
+        seconds = time.time() - start
+        assert not contacted(), "the command tried the hub"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert seconds < 150, f"answered in {seconds:.0f} s"

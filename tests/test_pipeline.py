@@ -63,13 +63,12 @@ def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
         nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
         injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert len(injected) == 1, f"{name}: expected one injected-parameters cell, found {len(injected)}"
-        values = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected[0].source).body
-                  if isinstance(node, ast.Assign)}
-        assert values["config"]["model"]["name_or_path"] == "tiny-random", name
+        params_file = cfg.run_dir / "params.yaml"
+        assert f'profile = "{params_file}"' in injected[0].source, f"{name}: not given the run's validated params"
         # The parameters the notebook ran with are the ones the manifest's hash for this stage names.
         recorded = manifest["stages"][stage]["params_hash"]
-        assert stage_hashes(StudyConfig.from_dict(values["config"]))[stage] == recorded, \
-            f"{name}: its injected parameters do not hash to the manifest's {recorded}"
+        assert stage_hashes(load_config(REPO / params_file))[stage] == recorded, \
+            f"{name}: its params file does not hash to the manifest's {recorded}"
         assert recorded == stage_hashes(cfg)[stage], f"{stage}: the manifest's hash is not this run's"
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), name
 

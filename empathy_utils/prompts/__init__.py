@@ -127,6 +127,24 @@ def all_prompts() -> list[Prompt]:
     return [load_prompt(i) for i in prompt_ids()]
 
 
+# The paper's strategies, in the order its tables list them: the order of display only. Which
+# strategies exist is read from the files: every ``improve-NAME.yaml`` whose purpose is ``improve``
+# makes NAME a valid ``dataset.strategy``, with no code to change.
+PAPER_STRATEGY_ORDER = ("naive", "all-three", "identify-lacking", "cognitive", "affective", "compassionate",
+                        "sequential", "combined")
+IMPROVE_PREFIX = "improve-"
+# Not a prompt: the union of the cognitive, affective and compassionate datasets (distillation.py).
+COMBINED = "combined"
+
+
+def strategy_names() -> list[str]:
+    """Every valid ``dataset.strategy``: one per improvement prompt file, plus ``combined``."""
+    names = [i[len(IMPROVE_PREFIX):] for i in prompt_ids()
+             if i.startswith(IMPROVE_PREFIX) and load_prompt(i).purpose == "improve"] + [COMBINED]
+    order = {s: k for k, s in enumerate(PAPER_STRATEGY_ORDER)}
+    return sorted(names, key=lambda s: (order.get(s, len(order)), s))
+
+
 def improvement_prompt(strategy: str) -> Prompt:
     """The improvement prompt of a strategy (``combined`` is a union of datasets, not a prompt)."""
     if strategy == "combined":
@@ -158,9 +176,7 @@ def library_markdown() -> str:
     """Every prompt, expanded from its file, as MyST Markdown (the book's prompts chapter)."""
     parts = []
     by_purpose: dict[str, list[Prompt]] = {}
-    from ..config import STRATEGIES
-
-    order = {f"improve-{s}": i for i, s in enumerate(STRATEGIES)}
+    order = {f"{IMPROVE_PREFIX}{s}": i for i, s in enumerate(strategy_names())}
     for p in sorted(all_prompts(), key=lambda p: (order.get(p.id, -1), p.id)):
         by_purpose.setdefault(p.purpose, []).append(p)
     for purpose in [k for k in PURPOSE_TITLES if k in by_purpose] + sorted(set(by_purpose) - set(PURPOSE_TITLES)):
