@@ -5,7 +5,6 @@ cite them."""
 from __future__ import annotations
 
 import ast
-import math
 import warnings
 from pathlib import Path
 

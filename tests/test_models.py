@@ -53,7 +53,7 @@ def test_unknown_model_gives_an_actionable_error():
 
     with pytest.raises(StudyError, match="unknown embedded model"):
         resolve_model_path("embedded:gpt-5")
-    with pytest.raises(StudyError, match="cannot load it"):
+    with pytest.raises(StudyError, match="neither a local folder nor a Hugging Face id"):
         load_model("/no/such/model/folder")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from empathy_utils.config import STAGES, StudyConfig, load_config, profile_path
+from empathy_utils.config import STAGES, load_config, profile_path
 from empathy_utils.runner import STAGE_NOTEBOOKS, build_book, run_study, stage_hashes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,6 @@ def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
 
 @pytest.mark.slow
 def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
-    import ast
 
     cfg, run_dir, _, _ = tiny_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
