@@ -165,3 +165,32 @@ def test_training_settings_say_what_the_run_used():
     facts = corpus_facts()
     assert facts["corpus_situations"] == len(corpus) == facts["corpus_test"] + facts["corpus_train"]
     assert facts["corpus_emotions"] * facts["corpus_per_emotion"] == len(corpus)
+
+
+def test_every_figure_in_the_chapters_has_alt_text():
+    figures = 0
+    for chapter in CHAPTERS:
+        lines = chapter.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if re.match(r"^\s*(`{3,}|:{3,})\s*\{(figure|glue:figure|image)\}", line):
+                figures += 1
+                options = []
+                for following in lines[number + 1:]:
+                    if not re.match(r"^\s*:[a-z-]+:", following):
+                        break
+                    options.append(following)
+                alt = [o.split(":alt:", 1)[1].strip() for o in options if ":alt:" in o]
+                assert alt and len(alt[0]) > 30, f"{chapter.name}, line {number + 1}: a figure without alt text"
+            assert not re.match(r"^\s*`{3,}\s*\{glue:?\}\s*\S*figure", line), \
+                f"{chapter.name}, line {number + 1}: glue a figure with {{glue:figure}} and :alt:, not {{glue}}"
+    assert figures >= 3
+
+
+def test_the_pipeline_diagram_is_what_the_package_draws(tmp_path):
+    from empathy_utils.diagram import write_svg
+
+    fresh = write_svg(tmp_path / "pipeline.svg").read_text()
+    committed = (REPO / "book" / "images" / "pipeline.svg").read_text()
+    assert fresh == committed, "regenerate it: python -m empathy_utils.diagram book/images/pipeline.svg"
+    assert "Distillation data" in committed and "Win rates" in committed  # text kept as text
+    assert not re.search(r'href="https?:|url\(https?:|@import', committed), "drawn offline: nothing fetched"
