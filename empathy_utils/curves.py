@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from .artifacts import RunPaths
 from .errors import StudyError
@@ -54,6 +55,8 @@ def training_curves(run_dir: str | Path, step: str):
         handles = margin_ax.get_legend_handles_labels()[0] + accuracy_ax.get_legend_handles_labels()[0]
         margin_ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper left")
         margin_ax.grid(alpha=0.3)
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -31,17 +31,17 @@ def pipeline_figure():
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
-    fig, ax = plt.subplots(figsize=(10, 4.6))
+    fig, ax = plt.subplots(figsize=(9, 4.4))
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.2, 1.15)
     ax.axis("off")
-    width, height = 0.2, 0.32
+    width, height = 0.198, 0.34
     centres = []
     for x, y, title, detail in STAGE_BOXES:
         ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.01",
                                     facecolor=COLOURS["stage"], edgecolor=COLOURS["edge"], linewidth=1.4))
-        ax.text(x, y + 0.08, title, ha="center", va="center", fontsize=11, fontweight="bold", color="#1b3550")
-        ax.text(x, y - 0.05, detail, ha="center", va="center", fontsize=7.6, color="#222222", linespacing=1.3)
+        ax.text(x, y + 0.08, title, ha="center", va="center", fontsize=12.5, fontweight="bold", color="#1b3550")
+        ax.text(x, y - 0.05, detail, ha="center", va="center", fontsize=8.6, color="#222222", linespacing=1.3)
         centres.append((x, y))
     arrow = dict(arrowstyle="-|>", color=COLOURS["edge"], linewidth=1.6, mutation_scale=14)
     for (x0, y0), (x1, y1) in zip(centres, centres[1:]):
@@ -54,7 +54,7 @@ def pipeline_figure():
     side_arrow = dict(arrowstyle="-|>", color=COLOURS["side_edge"], linewidth=1.2, mutation_scale=12,
                       linestyle=(0, (3, 2)))
     for (x, y, label), target_y in zip(SIDE_BOXES, (0.72 + height / 2 + 0.012, 0.25 - height / 2 - 0.012)):
-        ax.text(x, y, label, ha="center", va="center", fontsize=8.4, color="#4a3a18",
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, color="#4a3a18",
                 bbox=dict(boxstyle="round,pad=0.35", facecolor=COLOURS["side"], edgecolor=COLOURS["side_edge"]))
         start = y - 0.05 if y > target_y else y + 0.05
         ax.annotate("", xy=(x, target_y), xytext=(x, start), arrowprops=side_arrow)

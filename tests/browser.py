@@ -36,7 +36,7 @@ PAGE_REPORT = r"""
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
   await Promise.all([...document.images].map((img) => img.complete ? null :
     new Promise((r) => { img.onload = img.onerror = r; setTimeout(r, 5000); })));
-  const main = document.querySelector('main') || document.body;
+  const main = document.querySelector('main') || document.body || document.documentElement;
   return {
     title: document.title,
     text: main.innerText,
@@ -144,9 +144,17 @@ class Chromium:
                              for e in self.events if e.get("method") == "Runtime.exceptionThrown"]
         return report
 
-    def screenshot(self, path: Path, full_page: bool = True) -> None:
-        result = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=full_page)
+    def screenshot(self, path: Path, full_page: bool = True, width: int = 1280, height: int = 900) -> None:
+        """A PNG of the page; ``full_page`` grows the viewport to the page's height (at most 8,000 px)."""
+        if full_page:
+            content = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
+            self.call("Emulation.setDeviceMetricsOverride", session=True, width=width,
+                      height=min(8000, max(height, int(content["height"]))), deviceScaleFactor=1, mobile=False)
+        result = self.call("Page.captureScreenshot", session=True, format="png")
         Path(path).write_bytes(base64.b64decode(result["data"]))
+        if full_page:
+            self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                      deviceScaleFactor=1, mobile=False)
 
     def close(self) -> None:
         try:
@@ -198,7 +206,8 @@ def check_page(report: dict, page: Path, html_root: Path, static_math: int, ids_
     for image in report["images"]:
         if not image["loaded"]:
             problems.append(f"image does not load: {image['src']}")
-        if not (image["alt"] or "").strip() and "logo" not in image["src"]:
+        alt = (image["alt"] or "").strip()
+        if not alt or re.search(r"\.(png|svg|jpe?g|gif)$", alt):  # Sphinx falls back to the file's path
             problems.append(f"image without alt text: {image['src']}")
     text = report["text"]
     if static_math:
@@ -226,7 +235,14 @@ def check_book(html_root: Path, executable: str, screenshots: Path | None = None
     found, ids_cache = [], {}
     with Chromium(executable) as browser:
         for page in pages:
-            static_math = len(re.findall(r'class="math[ "]', page.read_text(errors="replace")))
+            source = page.read_text(errors="replace")
+            redirect = re.search(r'http-equiv="refresh"[^>]*url=([^"]+)"', source, re.I)
+            if redirect:  # a redirect stub (index.html): its target must exist
+                if not (page.parent / redirect.group(1)).exists():
+                    found.append(PageProblems(str(page.relative_to(html_root)),
+                                              [f"redirects to a missing page {redirect.group(1)}"]))
+                continue
+            static_math = len(re.findall(r'class="math[ "]', source))
             report = browser.open(page.as_uri())
             problems = check_page(report, page, html_root, static_math, ids_cache)
             if screenshots:
