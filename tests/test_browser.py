@@ -61,3 +61,27 @@ def _one_pixel_png() -> bytes:
     import base64
 
     return base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def test_repeated_scripts_are_dropped_and_pasted_figures_get_their_cells_alt(tmp_path):
+    import base64
+    import hashlib
+
+    import nbformat
+    from sphinx.builders.html._assets import _JavaScript
+
+    from empathy_utils.sphinx_fixes import drop_repeated_scripts, notebook_image_alts
+
+    inline = 'const THEBE_JS_URL = "x"'
+    context = {"script_files": [_JavaScript(None, body=inline), _JavaScript("a.js"),
+                                _JavaScript("", body=inline), _JavaScript("a.js"), _JavaScript("b.js")]}
+    drop_repeated_scripts(None, "page", "page.html", context, None)
+    assert [str(s.filename or s.attributes.get("body")) for s in context["script_files"]] == [inline, "a.js", "b.js"]
+
+    png = _one_pixel_png()
+    cell = nbformat.v4.new_code_cell("glue('fig', fig)", metadata={"mystnb": {"image": {"alt": "A dot."}}})
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(png).decode()})]
+    bare = nbformat.v4.new_code_cell("fig")
+    bare.outputs = [nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(png[:-1]).decode()})]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell, bare]), tmp_path / "n.ipynb")
+    assert notebook_image_alts([tmp_path / "n.ipynb"]) == {hashlib.sha256(png).hexdigest() + ".png": "A dot."}
