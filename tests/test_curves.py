@@ -42,3 +42,23 @@ def test_missing_or_empty_logs_are_named(tmp_path):
     _write_log(tmp_path, "sft", [{"train_loss": 1.0, "step": 1}])
     with pytest.raises(StudyError, match="no logged steps"):
         training_curves(tmp_path, "sft")
+
+
+def test_side_by_side_replies_show_every_student_on_the_same_dialogues(tmp_path):
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.data import save_jsonl
+    from empathy_utils.showcase import side_by_side_replies
+
+    dialogues = [{"dialogue_id": f"d{i}", "emotion": e, "utterance": f"turn {i}"}
+                 for i, e in enumerate(["proud", "lonely", "afraid", "joyful"])]
+    save_jsonl(dialogues, tmp_path / "data" / "test.jsonl")
+    for student in ("base", "dpo"):  # no SFT replies in this run
+        save_jsonl([{"dialogue_id": d["dialogue_id"], "reply": f"{student} to {d['dialogue_id']}"}
+                    for d in reversed(dialogues)], tmp_path / "generations" / f"{student}.jsonl")
+    cfg = StudyConfig.from_dict({"data": {"source": "embedded-corpus"}})
+    table = side_by_side_replies(cfg, tmp_path, n=3)
+    assert list(table.columns) == ["proud", "lonely", "afraid"]
+    assert list(table.index) == ["the speaker says", "base student", "SFT→DPO student"]
+    assert table.loc["SFT→DPO student", "lonely"] == "dpo to d1" and table.loc["the speaker says", "afraid"] == "turn 2"
+    research = StudyConfig.from_dict({"data": {"source": "llms-vs-humans"}})
+    assert side_by_side_replies(research, tmp_path) is None, "research data is never printed"
