@@ -5,7 +5,7 @@ A params file has one section per part of the study (``run``, ``model``, ``data`
 below; a key the dataclass does not know, a value of the wrong type or outside its allowed set is an
 error, and all errors of a file are reported together, each with its dotted path.
 
-Defaults follow the paper where it is specific (methods.md A.2: LoRA rank 8, learning rate 5e-5,
+Defaults follow the paper where it is specific (book/methods.md, Two-step fine-tuning: LoRA rank 8, learning rate 5e-5,
 3 epochs, batch size 2, DPO beta 0.1 with the sigmoid loss) and say ``open`` where it is not.
 """
 
@@ -141,7 +141,7 @@ class TeacherSettings:
 
 @dataclass
 class DatasetSettings:
-    """How the distillation datasets are built (methods.md A.4)."""
+    """How the distillation datasets are built (book/methods.md, Building the distillation data)."""
 
     method: Literal["direct", "improve-human", "improve-initial"] = param(
         "improve-initial",
@@ -159,7 +159,7 @@ class DatasetSettings:
     )
     construction: Literal["faithful", "corrected"] = param(
         "corrected",
-        "faithful = as the released code behaves; corrected = as the paper describes (methods.md A.4).",
+        "faithful = as the released code behaves; corrected = as the paper describes (book/methods.md, Building the distillation data).",
     )
     sft_share: float = param(
         950 / 1750,
@@ -396,7 +396,7 @@ class VariantsSettings:
 VARIANT_SECTIONS = ("dataset", "teacher", "lora", "sft", "dpo")
 
 
-# PRIDE's students (methods.md B): baselines, the method, and its ablations.
+# PRIDE's students (book/pride.md): baselines, the method, and its ablations.
 PRIDE_VARIANTS = ("blackbox-sft", "sdft", "pride", "pride-no-pi", "pride-no-rkl", "pride-no-mmd")
 PRIDE_OPPONENTS = ("base", "teacher")
 PI_FIELDS = ("situation", "emotion", "problem", "strategy")
@@ -404,7 +404,7 @@ PI_FIELDS = ("situation", "emotion", "problem", "strategy")
 
 @dataclass
 class PrideSettings:
-    """PRIDE: privileged-information distillation (Wu, Zhu & Wang 2026; methods.md B). The paper gives
+    """PRIDE: privileged-information distillation (Wu, Zhu & Wang 2026; book/pride.md). The paper gives
     its three components (an empathy-reasoning teacher prompt, a multi-source attention in the
     student, a reverse-KL + MMD dual-alignment loss) but not their forms: every form chosen here is a
     field below, and the book's PRIDE chapter says which parts are the paper's and which are ours."""

@@ -1,4 +1,4 @@
-"""Distillation datasets (Xie et al. 2025, methods.md A.4): which rows, which replies, which pairs.
+"""Distillation datasets (Xie et al. 2025, book/methods.md, Building the distillation data): which rows, which replies, which pairs.
 
 Three methods over the train dialogues:
 

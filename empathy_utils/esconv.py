@@ -8,7 +8,7 @@ and ``dialog`` — a list of turns ``{text, speaker: usr | sys, strategy (suppor
 Every line is checked as it is read; a problem names the file, the line and the field, and says what
 was expected. The data is never copied anywhere: callers get Python objects.
 
-For PRIDE (methods.md B) a dialogue gives *examples*: one supporter turn, the conversation before it,
+For PRIDE (book/pride.md) a dialogue gives *examples*: one supporter turn, the conversation before it,
 and the privileged information (PI) a teacher may see but the student never does — the situation,
 the problem type, the seeker's emotion type and the strategy the human supporter used in that turn.
 """

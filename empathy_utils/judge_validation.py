@@ -3,7 +3,7 @@
 LLMs-vs-Humans rates five replies per dialogue (one human listener, four LLMs) as Bad / Okay / Good.
 Every two replies to the same dialogue whose ratings differ make a *rated pair*; the better-rated
 reply is the one people preferred. A judge is checked on the pairs of the **test split** (Xie et
-al.'s 250 hard dialogues), next to the two baselines of methods.md E computed on the same pairs:
+al.'s 250 hard dialogues), next to two baselines computed on the same pairs (book/judges.md, How they are checked):
 "the longer reply wins" and, on human-vs-LLM pairs, "the LLM's reply wins". A judge that does not
 beat them has not shown that it sees empathy.
 
@@ -164,7 +164,7 @@ def measure(records: list[dict], pairs: pd.DataFrame, resamples: int = 1000, see
 
 
 def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
-    """The two baselines of methods.md E on exactly these pairs, and how often people preferred the
+    """The two baselines (book/judges.md, How they are checked) on exactly these pairs, and how often people preferred the
     longer reply (the length-bias reference)."""
     longer = [lg or "tie" for lg in longer_side(pairs)]
     human = list(pairs["human"])
@@ -190,7 +190,7 @@ def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict
 
 
 def full_set_baselines(frame: pd.DataFrame) -> dict:
-    """methods.md E on all 2,000 dialogues: longer-wins over the pairs whose lengths differ, and
+    """The baselines (book/judges.md, How they are checked) on all 2,000 dialogues: longer-wins over the pairs whose lengths differ, and
     LLM-wins over the human-vs-LLM pairs (10,556 pairs, 50.7 %; 4,626 pairs, 61.0 %)."""
     pairs = rating_pairs(frame)
     longer = longer_side(pairs)
@@ -672,7 +672,7 @@ def statements(report: dict, cfg: StudyConfig) -> dict[str, str]:
         return {"validation_summary": text, "selected_judge": f"none (fallback: {KIND_LABELS[fallback]})",
                 "adversarial_summary": "Not measured (no research data)."}
     d, b, sel, full = report["data"], report["baselines"], report["selected"], report["full_set"]
-    summary = (f"As a check against the methods notes (section E), on all {full['dialogues']:,} dialogues the longer reply "
+    summary = (f"For reference, on all {full['dialogues']:,} dialogues the longer reply "
                f"agrees with people on {_pct(full['longer_wins'])} of the {full['unequal_length_pairs']:,} rated pairs "
                f"whose lengths differ, and the LLM's reply wins {_pct(full['llm_wins'])} of the "
                f"{full['human_vs_llm_pairs']:,} human-vs-LLM pairs. On the {d['test_pairs']} rated pairs of "

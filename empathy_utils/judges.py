@@ -193,7 +193,7 @@ def word_count(text: str) -> int:
 
 
 class LongerReplyJudge(ScoreJudge):
-    """The baseline of methods.md E: the reply with more words wins (equal lengths: a tie)."""
+    """A baseline (book/judges.md, How they are checked): the reply with more words wins (equal lengths: a tie)."""
 
     kind = "longer"
     name = "longer reply wins (a baseline, not a judge of empathy)"

@@ -21,7 +21,7 @@ from .config import DATA_REPLIERS, StudyConfig, grid_configs, variant_config
 from .data import load_dialogues, subsample
 from .prompts import BASE_PROMPT_ID, JUDGE_PROMPT_ID, improvement_prompt, load_prompt
 
-EXPECTED_REPLY_WORDS = 28  # what every prompt asks for (methods.md A.3)
+EXPECTED_REPLY_WORDS = 28  # what every prompt asks for (book/methods.md, Building the distillation data)
 
 
 @dataclass

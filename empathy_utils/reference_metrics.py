@@ -1,4 +1,4 @@
-"""Reference-based metrics of the DBT paper's table (Son & So; methods.md C): BLEU-4, ROUGE-L and
+"""Reference-based metrics of the DBT paper's table (Son & So; book/judges.md, Reference-based metrics): BLEU-4, ROUGE-L and
 Distinct-1/2, through the packages the field uses (sacrebleu, rouge-score).
 
 They compare a student's replies with the test dialogues' reference replies (the corpus's own

@@ -1,6 +1,6 @@
 """Two-step fine-tuning: LoRA SFT with TRL's SFTTrainer, then DPO with TRL's DPOTrainer.
 
-Choices the paper leaves open (methods.md A.2), made here and documented in the book:
+Choices the paper leaves open (book/methods.md, Two-step fine-tuning), made here and documented in the book:
 - SFT trains on the reply only (TRL's prompt/completion format), not on the prompt.
 - DPO *continues the SFT adapter* (loaded trainable); TRL keeps a frozen copy of that adapter as
   the reference policy, so the reference is the SFT model and no second model sits in memory.

@@ -83,3 +83,28 @@ def tiny_server(tiny_spec, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with local_server(tiny_spec, log) as (url, folder):
         yield url, folder, log
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_spec):
+    """The tiny profile run end to end and its book built once per session (tests/test_pipeline.py
+    checks the run and the pages; tests/test_browser.py opens the book in Chromium)."""
+    import shutil
+    import time
+
+    from empathy_utils.config import load_config, profile_path
+    from empathy_utils.runner import build_book, run_study
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(profile_path("tiny"))
+    cfg.run.output_root = str(tmp / "runs")
+    root = tmp / "book-root"
+    root.mkdir()
+    shutil.copy2(REPO / "_config.yml", root / "_config.yml")
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("run", "_build"))
+    start = time.time()
+    run_dir = run_study(cfg, params_source="notebooks/params/tiny.yaml")
+    html = build_book(run_dir, root=root)
+    elapsed = time.time() - start
+    print(f"tiny profile: all stages and the book in {elapsed:.0f} s")
+    return cfg, run_dir, html, elapsed

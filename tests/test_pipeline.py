@@ -1,38 +1,21 @@
 """The whole study on the tiny profile: papermill executes every stage notebook, the runner writes
-a manifest, and Jupyter Book renders the pages with the glued numbers."""
+a manifest, and Jupyter Book renders the pages with the glued numbers (the `tiny_run` fixture is in
+conftest.py: tests/test_browser.py opens the same book)."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from empathy_utils.config import STAGES, load_config, profile_path
-from empathy_utils.runner import STAGE_NOTEBOOKS, build_book, run_study, stage_hashes
+from empathy_utils.config import STAGES, load_config
+from empathy_utils.runner import STAGE_NOTEBOOKS, run_study, stage_hashes
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_spec):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(profile_path("tiny"))
-    cfg.run.output_root = str(tmp / "runs")
-    root = tmp / "book-root"
-    root.mkdir()
-    shutil.copy2(REPO / "_config.yml", root / "_config.yml")
-    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("run", "_build"))
-    start = time.time()
-    run_dir = run_study(cfg, params_source="notebooks/params/tiny.yaml")
-    html = build_book(run_dir, root=root)
-    elapsed = time.time() - start
-    print(f"tiny profile: all stages and the book in {elapsed:.0f} s")
-    return cfg, run_dir, html, elapsed
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """PRIDE: privileged-information distillation into the small student (Wu, Zhu & Wang 2026;
-methods.md B), with its baselines and ablations.
+book/pride.md), with its baselines and ablations.
 
 - :mod:`.losses` — reverse KL and multi-bandwidth Gaussian MMD;
 - :mod:`.module` — the gated multi-source attention over the PI, the student wrapper, save/load;

@@ -1,4 +1,4 @@
-"""PRIDE's dual-alignment loss terms (methods.md B), on plain tensors.
+"""PRIDE's dual-alignment loss terms (book/pride.md), on plain tensors.
 
 - :func:`reverse_kl` — KL(student ‖ teacher) between next-token distributions, averaged over the
   response positions: sum_v p_s(v) (log p_s(v) - log p_t(v)). Mode-seeking, as in MiniLLM: the student is

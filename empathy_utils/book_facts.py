@@ -1,0 +1,96 @@
+"""Numbers the book's prose states that are not results: the papers' reported settings, the make-up
+of the embedded corpus, and the training settings a run actually used.
+
+The book never types a number (tests/test_book_prose.py). The SFT and DPO stage notebooks glue
+these values, so the methods chapter prints what the run used and what the papers report from one
+place each, and a changed profile cannot leave a stale number behind."""
+
+from __future__ import annotations
+
+from .config import StudyConfig
+
+# Xie et al. (SIGDIAL 2025), as reported in the paper; tests check that the defaults and limits the
+# code uses agree with them.
+XIE_2025 = {
+    "lvh_dialogues": 2000,        # LLMs-vs-Humans prompts, five rated replies each
+    "test_dialogues": 250,        # fewer than two Good replies
+    "train_dialogues": 1750,
+    "m3_sft_rows": 950,           # M3: train rows used for SFT ...
+    "m3_dpo_rows": 800,           # ... and for DPO pairs
+    "reply_words": 28,            # what the prompts ask for
+    "reply_max_words": 97,
+    "lora_rank": 8,
+    "learning_rate": 5e-5,
+    "epochs": 3,
+    "batch_size": 2,
+    "dpo_beta": 0.1,
+}
+
+
+def scientific(value: float) -> str:
+    """``5e-05`` -> ``"5e-5"``, ``0.0002`` -> ``"2e-4"``: learning rates as papers write them."""
+    mantissa, exponent = f"{value:e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def paper_facts() -> dict:
+    """The papers' reported figures, keyed ``xie_<name>`` (learning rate as text)."""
+    facts = {f"xie_{key}": value for key, value in XIE_2025.items()}
+    facts["xie_learning_rate"] = scientific(XIE_2025["learning_rate"])
+    return facts
+
+
+def corpus_facts() -> dict:
+    """What the embedded corpus holds, counted from its file (not typed)."""
+    from .data import load_embedded_corpus
+
+    corpus = load_embedded_corpus()
+    per_emotion = corpus.groupby("emotion").size()
+    return {
+        "corpus_situations": len(corpus),
+        "corpus_emotions": int(per_emotion.size),
+        "corpus_per_emotion": int(per_emotion.min()) if per_emotion.min() == per_emotion.max() else
+        f"{per_emotion.min()} to {per_emotion.max()}",
+        "corpus_test": int((corpus["split"] == "test").sum()),
+        "corpus_train": int((corpus["split"] == "train").sum()),
+    }
+
+
+def book_facts() -> dict:
+    return {**paper_facts(), **corpus_facts()}
+
+
+def training_settings(cfg: StudyConfig, step: str) -> dict:
+    """The settings one training step (``sft`` or ``dpo``) ran with, worded for the methods table."""
+    settings = getattr(cfg, step)
+    if settings.max_steps > 0:  # max_steps overrides epochs (smoke runs)
+        length = f"{settings.max_steps} step" + ("s" if settings.max_steps != 1 else "")
+    else:
+        length = f"{settings.epochs:g} epoch" + ("s" if settings.epochs != 1 else "")
+    if settings.warmup == 0:
+        warmup = "no warmup"
+    elif settings.warmup < 1:
+        warmup = f"warmup {settings.warmup:.0%} of the steps"
+    else:
+        warmup = f"warmup {int(settings.warmup)} steps"
+    batch = f"{settings.batch_size}"
+    if settings.gradient_accumulation_steps > 1:
+        batch += f" × {settings.gradient_accumulation_steps} accumulated"
+    values = {
+        "learning_rate_text": scientific(settings.learning_rate),
+        "training_length": length,
+        "batch_text": batch,
+        "max_length": settings.max_length,
+        "schedule_text": f"{settings.lr_scheduler_type}, {warmup}",
+        "precision": "bf16" if settings.bf16 else "fp32",
+    }
+    if step == "dpo":
+        values["beta_text"] = f"{settings.beta:g}"
+        values["loss_text"] = settings.loss_type
+    if step == "sft":  # one adapter for both steps: DPO continues the SFT adapter
+        lora = cfg.lora
+        values.update({"lora_r": lora.r, "lora_alpha": lora.alpha, "lora_dropout_text": f"{lora.dropout:g}",
+                       "lora_targets": "all linear layers" if lora.target_modules == "all-linear"
+                       else str(lora.target_modules)})
+    return values

@@ -1,0 +1,88 @@
+"""A Sphinx extension for the book's HTML (listed in _config.yml under sphinx.extra_extensions).
+Both fixes were found by opening the built book in a browser (tests/test_browser.py).
+
+- sphinx-thebe registers its inline configuration script each time Sphinx reads the sources, and
+  Jupyter Book reads them more than once, so every page declared ``const THEBE_JS_URL`` twice and
+  the browser reported a SyntaxError on every page. Each page now gets every script once.
+- A figure glued from another page (``{glue:}`` with ``:doc:``) was pasted without alt text, since
+  myst-nb's cross-document paste drops the notebook cell's image options. It now takes the alt text
+  of the notebook cell that drew it (cell metadata ``mystnb.image.alt``)."""
+
+from __future__ import annotations
+
+import hashlib
+from base64 import b64decode
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.transforms.post_transforms import SphinxPostTransform
+
+IMAGE_TYPES = {"image/png": ".png", "image/jpeg": ".jpeg", "image/gif": ".gif"}
+
+
+def _script_key(script) -> tuple:
+    """The same script whether registered with filename None or "" (inline scripts)."""
+    attributes = getattr(script, "attributes", {})
+    return (getattr(script, "filename", script) or "", tuple(sorted((k, str(v)) for k, v in attributes.items())))
+
+
+def drop_repeated_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        key = _script_key(script)
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique
+
+
+def notebook_image_alts(notebooks) -> dict[str, str]:
+    """Image file name as myst-nb writes it (sha256 of the bytes + extension) -> the alt text of the
+    notebook cell whose output it is."""
+    import nbformat
+
+    alts = {}
+    for path in notebooks:
+        for cell in nbformat.read(path, as_version=4).cells:
+            alt = cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt")
+            if cell.cell_type != "code" or not alt:
+                continue
+            for output in cell.get("outputs", []):
+                for mime, extension in IMAGE_TYPES.items():
+                    if mime in output.get("data", {}):
+                        digest = hashlib.sha256(b64decode(output["data"][mime])).hexdigest()
+                        alts[digest + extension] = alt
+    return alts
+
+
+class AltTextForPastedFigures(SphinxPostTransform):
+    default_priority = 6  # right after myst-nb pastes cross-document glue (priority 5)
+
+    def apply(self, **kwargs) -> None:
+        images = [i for i in self.document.findall(nodes.image) if not i.get("alt")]
+        if not images:
+            return
+        if not hasattr(self.env, "_empathy_image_alts"):
+            notebooks = [Path(self.env.doc2path(d)) for d in self.env.found_docs]
+            self.env._empathy_image_alts = notebook_image_alts(p for p in notebooks if p.suffix == ".ipynb")
+        for image in images:
+            alt = self.env._empathy_image_alts.get(Path(image["uri"]).name)
+            if alt:
+                image["alt"] = alt
+
+
+def _forget_image_alts(app, env, docnames) -> None:
+    """Notebooks change between builds: read their alt texts afresh each time."""
+    if hasattr(env, "_empathy_image_alts"):
+        del env._empathy_image_alts
+
+
+def setup(app):
+    # Early: a handler that returns a template name ends the event for the handlers after it.
+    app.connect("html-page-context", drop_repeated_scripts, priority=100)
+    app.add_post_transform(AltTextForPastedFigures)
+    app.connect("env-before-read-docs", _forget_image_alts)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
