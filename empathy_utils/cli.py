@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .config import STAGES, load_config, profile_path
 from .errors import StudyError
+from .plugins import load_plugins
 from .paths import DATA_ENV, hub_offline_by_default
 
 
@@ -143,8 +144,8 @@ def cmd_data_stats(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from .judge_validation import build_judge
-    from .judges import InstructionStrippingJudge, LongerReplyJudge, judge_file
+    from .judge_registry import build_registered_judge, registered
+    from .judges import InstructionStrippingJudge, judge_file
     from .paths import repo_root
     from .stages import make_judge
 
@@ -153,11 +154,10 @@ def cmd_judge(args) -> int:
         judge = make_judge(cfg, repo_root() / cfg.run_dir)
         print(f"judge: {judge.name} ({judge.validity['how_chosen']}; profile {args.profile})\n"
               f"  {judge.validity['statement']}", file=sys.stderr)
-    elif args.judge == "longer":
-        judge = LongerReplyJudge()
     else:
-        judge = build_judge(args.judge, cfg, "judge", log=lambda m: print(m, file=sys.stderr))
-        if cfg.judge.strip_instructions:
+        entry = registered(args.judge)  # an unknown name: one line with the nearest registered names
+        judge = build_registered_judge(args.judge, cfg, "judge", log=lambda m: print(m, file=sys.stderr))
+        if cfg.judge.strip_instructions and not entry.baseline:
             judge = InstructionStrippingJudge(judge)
         print(f"judge: {judge.name}", file=sys.stderr)
     counts = judge_file(judge, args.pairs, args.out, chunk_size=args.chunk_size,
@@ -209,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", required=True, help="input JSONL file")
     p.add_argument("--out", required=True, help="output JSONL file (appended to; a re-run resumes)")
     p.add_argument("--judge", default="default",
-                   choices=["default", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "longer"],
                    help="default: the judge the profile's judge stage would use (the best-validated one of "
-                        "runs/<profile> when it has a validation, else judge.fallback); longer: the baseline")
+                        "runs/<profile> when it has a validation, else judge.fallback); or a registered judge "
+                        "(empathy_utils.judge_registry): pairwise-llm, likelihood, embedding-head, reward-model, "
+                        "longer (the baseline), and any judge added with register_judge")
     p.add_argument("--profile", default="default", help="params whose judge settings apply (default: default)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--chunk-size", type=int, default=64, help="pairs judged between two writes to --out")
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _apply_data_dir(args)
     try:
+        load_plugins()  # judges and data sources of $EMPATHY_PLUGINS
         return args.func(args)
     except StudyError as exc:
         print(f"empathy-study: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ from .config_loader import (  # noqa: F401  (re-exported: the loader's public na
 )
 from .errors import ConfigError
 from .prompts import strategy_names
+from .sources import dialogue_source_names
 
 # Every stage, in execution order; a profile runs the subset listed in run.stages.
 STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
@@ -92,10 +93,11 @@ class ModelSettings:
 class DataSettings:
     """Where the dialogues come from and how many of them a run uses."""
 
-    source: Literal["embedded-corpus", "llms-vs-humans"] = param(
+    source: str = param(
         "embedded-corpus",
-        "Where the dialogues come from: the project's embedded corpus (shipped) or LLMs-vs-Humans (research "
-        "data, not shipped).",
+        "Where the dialogues come from: the project's embedded corpus (shipped), LLMs-vs-Humans (research "
+        "data, not shipped), or a source added with empathy_utils.sources.register_dialogue_source.",
+        choices=dialogue_source_names,
     )
     data_dir: str = param(
         "",
@@ -598,6 +600,9 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, raw: dict | None, source: str = "params") -> "StudyConfig":
         """Build and validate a config; all problems are reported in one ConfigError."""
+        from .plugins import load_plugins
+
+        load_plugins()  # judges and data sources registered by $EMPATHY_PLUGINS are valid names
         errors: list[str] = []
         cfg = _build(cls, raw or {}, "", errors)
         if not errors:
@@ -659,6 +664,12 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
                 errors.append(
                     f"judge.comparisons[{i}]: {s!r} is not generated (generation.students = {cfg.generation.students})"
                 )
+    sources = dialogue_source_names()
+    if cfg.data.source not in sources:
+        close = nearest(cfg.data.source, sources)
+        errors.append(f"data.source: {cfg.data.source!r} is not one of {sources}"
+                      + (f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "")
+                      + " (a source is registered with empathy_utils.sources.register_dialogue_source)")
     strategies = strategy_names()
     if cfg.dataset.strategy not in strategies:
         close = nearest(cfg.dataset.strategy, strategies)

@@ -206,11 +206,10 @@ def load_embedded_corpus(path: str | Path | None = None) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------- both
 def load_dialogues(source: str, data_dir: str | Path | None = None) -> pd.DataFrame:
-    if source == "embedded-corpus":
-        return load_embedded_corpus()
-    if source == "llms-vs-humans":
-        return load_llms_vs_humans(data_dir)
-    raise DataError(f"unknown data source {source!r}")
+    """The dialogues of ``data.source``: a source registered in :mod:`empathy_utils.sources`."""
+    from .sources import load_source
+
+    return load_source(source, data_dir)
 
 
 def subsample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

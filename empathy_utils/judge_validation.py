@@ -473,7 +473,9 @@ def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", 
                 raise DataError(f"judge.kind {kind!r} is trained on LLMs-vs-Humans ratings, and no research data "
                                 f"directory is set; set {DATA_ENV} (or data.data_dir), or use judge.kind auto")
         return learned_judge(kind, frame, cfg.judge_validation, cfg.run.seed, log=log)
-    raise StudyError(f"unknown judge kind {kind!r}")
+    from .judge_registry import build_registered_judge  # a judge added by register_judge (or an error)
+
+    return build_registered_judge(kind, cfg, section, log=log)
 
 
 def load_validation_data(cfg: StudyConfig) -> pd.DataFrame | None:

@@ -67,8 +67,12 @@ def preflight(cfg: StudyConfig) -> dict[str, str]:
         from .data import load_llms_vs_humans
 
         load_llms_vs_humans(path=path)  # validates every row now rather than in the middle of a run
-    else:
+    elif cfg.data.source == "embedded-corpus":
         path = corpus_path()
+    else:  # a registered source (empathy_utils.sources): its loader checks its rows and names its file
+        from .data import load_dialogues
+
+        path = Path(load_dialogues(cfg.data.source, cfg.data.data_dir or None).attrs["source_file"])
     files = {str(path): sha256_file(path)}
     if "pride" in cfg.run.stages and cfg.pride.source == "esconv":
         from .esconv import esconv_path, load_esconv

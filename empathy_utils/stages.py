@@ -97,7 +97,7 @@ def run_facts(cfg: StudyConfig) -> dict:
         "student_model": model_label(cfg.model.name_or_path),
         "teacher_model": model_label(cfg.teacher.model) if cfg.teacher.backend == "local" else cfg.teacher.model,
         "data_source": {"embedded-corpus": "the project's embedded corpus",
-                        "llms-vs-humans": "LLMs-vs-Humans (Welivita & Pu 2024)"}[cfg.data.source],
+                        "llms-vs-humans": "LLMs-vs-Humans (Welivita & Pu 2024)"}.get(cfg.data.source, cfg.data.source),
         "params_hash": cfg.params_hash(),
         "seed": cfg.run.seed,
     }
