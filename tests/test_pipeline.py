@@ -108,7 +108,7 @@ def test_source_notebooks_are_thin_and_carry_no_outputs():
         params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
         assert len(params) == 1, f"{name}: needs exactly one parameters cell"
         for node in ast.parse(params[0].source).body:  # literal-only: names assigned literals
-            assert isinstance(node, ast.Assign)
+            assert isinstance(node, (ast.Assign, ast.AnnAssign)), f"{name}: parameters cell holds only assignments"
             ast.literal_eval(node.value)
         for c in code:
             tree = ast.parse(c.source)
