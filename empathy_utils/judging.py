@@ -74,9 +74,9 @@ def _verdicts(judge, comparison: Comparison, out: JudgingOutput) -> list[dict]:
     def build(path: Path) -> list[dict]:
         records = judge.judge(comparison.items)
         for i, (rec, it) in enumerate(zip(records, comparison.items)):
-            rec.update(words_a=word_count(it["response_a"]), words_b=word_count(it["response_b"]))
             if comparison.groups is not None:
                 rec[comparison.group_key] = comparison.groups[i]
+            rec.update(words_a=word_count(it["response_a"]), words_b=word_count(it["response_b"]))
         save_jsonl(records, path)
         return records
 
