@@ -60,7 +60,7 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
     if d.method == "direct":
         sft, dpo = dist.direct_distillation(train, d.source_llm, d.construction)
     else:
-        teacher = make_backend(cfg.teacher, cache_path=response_cache_path())
+        teacher = make_backend(cfg.teacher, cache_path=response_cache_path(), dtype=cfg.model.dtype)
         teacher_name = teacher_label(cfg)
         sampling = Sampling(cfg.teacher.max_new_tokens, cfg.teacher.temperature, seed=cfg.run.seed)
         log = dist.TeacherLog(on_truncated=cfg.teacher.on_truncated)
@@ -164,12 +164,14 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             continue
         if student == "teacher":
             # The teacher answers like a student (same prompt and token limit), through its own backend.
-            backend = make_backend(cfg.teacher, cache_path=response_cache_path(), batch_size=cfg.generation.batch_size)
+            backend = make_backend(cfg.teacher, cache_path=response_cache_path(), batch_size=cfg.generation.batch_size,
+                                   dtype=cfg.model.dtype)
         else:
             adapter = paths.adapter(student)
             if adapter is not None and not adapter.exists():
                 raise StudyError(f"{adapter}: no {student} adapter; run the {student} stage first")
-            backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size)
+            backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size,
+                                   dtype=cfg.model.dtype)
         answers = backend.chat(convs, sampling)
         rows = [{"dialogue_id": r["dialogue_id"], "emotion": r["emotion"], "student": student,
                  "reply": clean_reply(a.text), "raw": a.text, "finish_reason": a.finish_reason,

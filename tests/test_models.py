@@ -105,3 +105,13 @@ def test_local_backend_feeds_its_model_on_the_model_s_device(tiny_spec):
     assert mask.device == backend.model.device
     out = backend.chat([[{"role": "user", "content": "hello"}]], Sampling(max_new_tokens=3))
     assert len(out) == 1
+
+
+def test_a_bf16_local_model_does_not_share_cached_answers_with_fp32(tiny_spec):
+    from empathy_utils.backends import LocalBackend
+
+    fp32 = LocalBackend(tiny_spec, progress=False)
+    bf16 = LocalBackend(tiny_spec, progress=False, dtype="bfloat16")
+    assert fp32.identity == f"local:{tiny_spec}", "fp32 keeps the identity earlier caches were written under"
+    assert bf16.model.dtype == torch.bfloat16
+    assert bf16.identity == f"local:{tiny_spec}@bfloat16"

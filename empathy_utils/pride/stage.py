@@ -120,7 +120,8 @@ def prepare_data(cfg: StudyConfig, run_dir: str | Path) -> dict:
     paths = PridePaths(run_dir)
     train, test, source = load_examples(cfg)
     with _quiet():
-        teacher = CachedBackend(LocalBackend(teacher_spec(cfg), batch_size=p.teacher_batch_size, progress=False),
+        teacher = CachedBackend(LocalBackend(teacher_spec(cfg), batch_size=p.teacher_batch_size, progress=False,
+                                             dtype=cfg.model.dtype),
                                 ResponseCache(response_cache_path()))
         logs = {"train": TeacherLog(), "test": TeacherLog()}
         from .data import teacher_replies
@@ -255,7 +256,8 @@ def _write_replies(cfg: StudyConfig, student: str, adapter: Path | None, test: l
                    sampling: Sampling, target: Path) -> list[dict]:
     from ..quality import clean_reply
 
-    backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size, progress=False)
+    backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size, progress=False,
+                           dtype=cfg.model.dtype)
     answers = backend.chat(convs, sampling)
     rows = [{"dialogue_id": r["dialogue_id"], "student": student, "reply": clean_reply(a.text), "raw": a.text,
              "finish_reason": a.finish_reason, "tokens": a.completion_tokens} for r, a in zip(test, answers)]
