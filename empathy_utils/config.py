@@ -6,7 +6,11 @@ below; a key the dataclass does not know, a value of the wrong type or outside i
 error, and all errors of a file are reported together, each with its dotted path.
 
 Defaults follow the paper where it is specific (book/methods.md, Two-step fine-tuning: LoRA rank 8, learning rate 5e-5,
-3 epochs, batch size 2, DPO beta 0.1 with the sigmoid loss) and say ``open`` where it is not.
+3 epochs, batch size 2, DPO beta 0.1 with the sigmoid loss) and say ``open`` where it is not. They are
+the schema every params file starts from, not a run of their own: the study's default run is the
+``default`` profile (notebooks/params/default.yaml), which a stage notebook opened with no parameters
+and ``empathy-study run --profile default`` both load through :mod:`empathy_utils.config_loader`.
+Every field carries its help text (``param``); book/parameters.md is generated from it.
 """
 
 from __future__ import annotations
