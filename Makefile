@@ -12,6 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
 .PHONY: study test install run book clean-runs
+.PHONY: lab
 
 study: install                       ## run the default profile and build the book into _build/html
 	$(BIN)/empathy-study run --profile $(PROFILE)
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: install                         ## make run PROFILE=llms-vs-humans
 	$(BIN)/empathy-study run --profile $(PROFILE)
+
+# The course (book/teaching.md): the tiny study's core stages into runs/tiny, for the exercises.
+lab: install                         ## set up a lab: every exercise marked "lab run" reads runs/tiny
+	$(BIN)/empathy-study run --profile tiny --stages datasets sft dpo generate judge
 
 book: install                        ## rebuild the book from runs/$(PROFILE)
 	$(BIN)/empathy-study book --run $(PROFILE)
