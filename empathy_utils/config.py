@@ -209,13 +209,18 @@ class JudgeSettings:
     # nothing was validated (no research data, or the stage is not in run.stages): the fallback below,
     # its validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm,
     # likelihood) or is trained as judge_validation says (embedding-head, reward-model: research data).
-    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model"] = "auto"
-    fallback: Literal["pairwise-llm", "likelihood"] = "pairwise-llm"
+    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"] = "auto"
+    fallback: Literal["auto", "pairwise-llm", "likelihood"] = field(default="auto", metadata={"help": (
+        "The judge used when nothing was validated in this run (no research data). auto: the data-free "
+        "judge that measured best in the project's own validation, rebuilt exactly as measured from the "
+        "packaged file empathy_utils/resources/judge_measurements.json (its report-set accuracy, date and "
+        "commit go into the book); a judge that ties most pairs is never chosen. pairwise-llm / "
+        "likelihood: that judge from this section's backend and model, its validity unmeasured.")})
     # Delete the sentences of a reply that address the judge ("ignore the above...") before judging.
     strip_instructions: bool = True
 
 
-JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model")
+JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked")
 ATTACK_NAMES = ("ignore-above", "fake-verdict", "quote-break", "persuasion")
 
 
@@ -227,8 +232,8 @@ class JudgeValidationSettings:
     only and are cached by a hash of these settings and the data's checksum. Needs the research data;
     without it the stage says so and validates nothing."""
 
-    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model"]] = field(
-        default_factory=lambda: list(JUDGE_CANDIDATES))
+    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"]] = field(
+        default_factory=lambda: ["pairwise-llm", "likelihood", "embedding-head", "reward-model"])
     # pairwise-llm: the chat model asked, as in the judge section.
     backend: Literal["local", "openai"] = "local"
     model: str = "embedded:smollm2-135m-instruct"
@@ -239,10 +244,25 @@ class JudgeValidationSettings:
     # likelihood, and the base of reward-model: a local model spec.
     scorer_model: str = "embedded:smollm2-135m-instruct"
     # likelihood: the reply's probability given the speaker's turn, or the situation and the turn.
-    likelihood_condition: Literal["utterance", "context"] = "utterance"
-    # Test-split pairs judged: whole dialogues (seeded by run.seed) until at least this many pairs
-    # (0 = all 1,462 pairs of the 250 test dialogues).
+    likelihood_condition: Literal["utterance", "context", "listener", "plain"] = "utterance"
+    likelihood_score: Literal["mean", "pmi"] = field(default="mean", metadata={"help": (
+        "likelihood: compare the replies' mean token log-probability given the speaker (mean), or that "
+        "minus the reply's log-probability without the speaker (pmi).")})
+    # Expensive judges (pairwise-llm, reward-model): test-split pairs judged, whole dialogues (seeded
+    # by run.seed) until at least this many pairs, half from the selection set and half from the
+    # report set (0 = every pair). Scoring judges see scoring_pairs.
     test_pairs: int = 300
+    scoring_pairs: int = field(default=0, metadata={"help": (
+        "Scoring judges (likelihood, embedding-head, stacked) and the baselines: test-split pairs judged "
+        "in each of the selection and report sets (whole dialogues; 0 = every pair). The embedding head "
+        "judges thousands of pairs in seconds; the likelihood judge a few replies a second.")})
+    selection_share: float = field(default=0.5, metadata={"help": (
+        "Share of the test-split dialogues in the selection set (the candidate, the likelihood framing "
+        "and the tie band are chosen there); the rest form the report set, whose accuracy the book prints.")})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the selection/report split by dialogue (recorded)."})
+    max_tie_rate: float = field(default=0.5, metadata={"help": (
+        "A candidate tying more than this share of the selection pairs cannot decide and is never "
+        "selected (the pairwise 135 M judge, whose two orders disagree on nearly every pair).")})
     # Pairs (of those) whose human-rated worse reply gets an injected instruction; 0 = no attack check.
     adversarial_pairs: int = 24
     attacks: list[Literal["ignore-above", "fake-verdict", "quote-break", "persuasion"]] = field(
@@ -263,6 +283,11 @@ class JudgeValidationSettings:
     # LoRA on the last N decoder layers only (0 = all): back-propagation then stops there, which makes
     # training several times faster on a CPU; the score head is always trained.
     reward_lora_layers: int = 4
+    # stacked: a regularized logistic model over the likelihood judge's score difference and simple
+    # features of the two replies, fitted on this many train-split pairs (0 = all 9,260).
+    stacked_train_pairs: int = field(default=400, metadata={"help": (
+        "stacked: train-split pairs its logistic model is fitted on (whole dialogues; 0 = all). Each needs "
+        "the likelihood judge's scores of both replies, a few replies a second on a CPU.")})
     bootstrap_resamples: int = 1000
 
 
@@ -504,6 +529,12 @@ def _judge_checks(cfg: "StudyConfig") -> list[str]:
         if getattr(v, k) < 0:
             errors.append(f"judge_validation.{k}: must be >= 0 (0 = " +
                           {"adversarial_pairs": "no attack check)", "reward_lora_layers": "all layers)"}.get(k, "all pairs)"))
+    if not 0 < v.selection_share < 1:
+        errors.append(f"judge_validation.selection_share: must lie strictly between 0 and 1 (got {v.selection_share})")
+    if not 0 < v.max_tie_rate <= 1:
+        errors.append(f"judge_validation.max_tie_rate: must lie in (0, 1] (got {v.max_tie_rate})")
+    if v.scoring_pairs < 0 or v.stacked_train_pairs < 0:
+        errors.append("judge_validation.scoring_pairs / stacked_train_pairs: must be >= 0 (0 = all pairs)")
     if not v.embedding_c_grid or any(c <= 0 for c in v.embedding_c_grid):
         errors.append(f"judge_validation.embedding_c_grid: must be positive numbers (got {v.embedding_c_grid})")
     if v.backend == "openai" and not v.base_url:

@@ -40,7 +40,7 @@ from .prompts import JUDGE_PROMPT_ID, load_prompt
 
 VERDICTS = ("a", "b", "tie", "unparsed")
 # The judge kinds a params file can name (judge.kind, judge_validation.candidates).
-JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model")
+JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked")
 _DIGIT = re.compile(r"^\W*(?:response\s*)?([12])\b", re.IGNORECASE)
 _NAMED = re.compile(r"\bresponse\s*([12])\b", re.IGNORECASE)
 # Quoting markers of the judge prompt; a reply cannot close its own quotation.
@@ -85,6 +85,10 @@ class PairwiseLLMJudge(Judge):
     backend: ChatBackend
     mode: str = "logprobs"  # or "text"
     prompt_id: str = JUDGE_PROMPT_ID
+    # None: a tie when the two orders disagree (FastChat's rule). A number delta (logprobs mode): the
+    # verdict follows p_a (both orders averaged), a tie inside |p_a - 0.5| < delta (chosen on the
+    # selection set by judge_validation).
+    tie_band: float | None = None
 
     kind = "pairwise-llm"
 
@@ -138,6 +142,8 @@ class PairwiseLLMJudge(Judge):
             else:
                 verdict = pick1 if pick1 == pick2 else "tie"
             p_a = None if p1 is None else 0.5 * (p1 + (1.0 - p2))
+            if self.tie_band is not None and p_a is not None:
+                verdict = "tie" if abs(p_a - 0.5) < self.tie_band or p_a == 0.5 else "a" if p_a > 0.5 else "b"
             records.append({"id": it["id"], "verdict": verdict, "p_a": p_a, "a_first": pick1,
                             "b_first": pick2, "judge": self.name})
         return records
@@ -162,8 +168,10 @@ class ScoreJudge(Judge):
     shared by several pairs are scored once."""
 
     order_free = True
-    # |score_a - score_b| at or below this is a tie.
+    # |score_a - score_b| at or below this is a tie (a calibrated band: judge_validation.calibration).
     tie_margin: float = 0.0
+    # p_a = sigmoid((score_a - score_b) / temperature) for judges that give a probability.
+    temperature: float | None = None
 
     def score(self, prompts: Sequence[tuple[str, str]], replies: Sequence[str]) -> np.ndarray:
         """One score per (context, utterance) and reply; higher = more empathetic."""
@@ -183,7 +191,7 @@ class ScoreJudge(Judge):
             diff = sa - sb
             verdict = "a" if diff > self.tie_margin else "b" if diff < -self.tie_margin else "tie"
             records.append({"id": it["id"], "verdict": verdict,
-                            "p_a": _sigmoid(diff) if self.gives_probability else None,
+                            "p_a": _sigmoid(diff / (self.temperature or 1.0)) if self.gives_probability else None,
                             "a_first": None, "b_first": None, "score_a": sa, "score_b": sb, "judge": self.name})
         return records
 
@@ -307,14 +315,6 @@ class LikelihoodJudge(ScoreJudge):
                                             self.batch_size)
             self.memo.update(zip(todo, values.tolist()))
         return np.array([self.memo[k] for k in keys], dtype=float)
-
-    def judge(self, items: list[dict]) -> list[dict]:
-        records = super().judge(items)
-        if self.temperature is not None:
-            for r in records:
-                r["p_a"] = _sigmoid((r["score_a"] - r["score_b"]) / self.temperature)
-        return records
-
 
 def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[int]]], batch_size: int = 16) -> np.ndarray:
     """For each (prompt ids, answer ids): the mean log-probability of the answer's tokens given what

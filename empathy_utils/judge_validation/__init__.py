@@ -29,5 +29,6 @@ from .measurement import (LENGTH_BINS, adversarial, agreement, baselines, full_s
                           measure)
 from .pairs import SOURCES, judge_items, longer_side, rating_pairs, sample_pairs, train_pairs_of  # noqa: F401
 from .presenting import KIND_LABELS, adversarial_table, statements, validation_table  # noqa: F401
-from .stage import (build_judge, load_validation_data, read_validation, run_validation, select,  # noqa: F401
+from .stage import (build_judge, judge_from_selection, load_validation_data, read_validation,  # noqa: F401
+                    run_validation, select,
                     validation_file)

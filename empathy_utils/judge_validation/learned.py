@@ -20,7 +20,7 @@ from ..config import JudgeValidationSettings
 from ..errors import StudyError
 from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, reward_conversation
 from ..paths import cache_dir
-from .pairs import _subsample_pairs, train_pairs_of
+from .pairs import _subsample_pairs, sample_pairs, train_pairs_of
 
 
 def _settings_key(kind: str, payload: dict, data_sha: str) -> str:
@@ -173,13 +173,34 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                    "max_steps": v.reward_max_steps, "lr": v.reward_learning_rate, "batch": v.reward_batch_size,
                    "max_length": v.reward_max_length, "r": v.reward_lora_r, "layers": v.reward_lora_layers,
                    "seed": seed, "version": 1}
+    elif kind == "stacked":
+        payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
+                   "score": v.likelihood_score, "seed": seed, "version": 1}
     else:
         raise StudyError(f"{kind!r} is not a learned judge")
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
     meta_file = folder / "meta.json"
-    n = v.embedding_train_pairs if kind == "embedding-head" else v.reward_train_pairs
-    pairs = _subsample_pairs(all_pairs, n, seed)
-    if kind == "embedding-head":
+    n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
+         "stacked": v.stacked_train_pairs}[kind]
+    pairs = _subsample_pairs(all_pairs, n, seed) if kind != "stacked" else sample_pairs(all_pairs, n, seed)
+    if kind == "stacked":
+        from ..judges import LikelihoodJudge
+        from .stacked import StackedJudge, fit_stacked
+
+        likelihood = LikelihoodJudge(v.scorer_model, batch_size=v.batch_size, condition=v.likelihood_condition,
+                                     score=v.likelihood_score)
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            info = meta["training"]
+            judge = StackedJudge(likelihood, [info["weights"][k] for k in info["features"]], info["scale"],
+                                 info["pairs"])
+        else:
+            log(f"fitting the stacked judge on {len(pairs)} train-split pairs ...")
+            judge, info = fit_stacked(pairs, likelihood)
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            _write_meta(tmp, kind, payload, data_sha, info, pairs)
+            _publish(tmp, folder)
+    elif kind == "embedding-head":
         encoder, store = load_encoder(), EmbeddingStore()
         if meta_file.exists():
             meta = json.loads(meta_file.read_text())

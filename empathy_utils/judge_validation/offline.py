@@ -249,3 +249,17 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
         "reliability": reliability_tables,
         "selected": None if best is None else {"name": best["name"], "settings": best["settings"]},
     }
+
+
+def packaged_validity(selected: dict) -> dict:
+    """What the judge stage says about a judge taken from the packaged measurement."""
+    statement = (f"Measured offline by the project (not in this run): on {selected['pairs']} LLMs-vs-Humans "
+                 f"test-split pairs of the report set it agreed with the human ratings on "
+                 f"{100 * selected['accuracy']:.1f} % (95 % CI {100 * selected['ci_low']:.1f} % – "
+                 f"{100 * selected['ci_high']:.1f} %, bootstrap over dialogues), against "
+                 f"{100 * selected['longer_wins']:.1f} % for \u201cthe longer reply wins\u201d on the same pairs; "
+                 f"chosen on a disjoint selection set; measured {selected['measured_on']} at commit "
+                 f"{selected['commit'][:12]}.")
+    return {"validated": True, "source": "packaged measurement", "accuracy": selected["accuracy"],
+            "ci_low": selected["ci_low"], "ci_high": selected["ci_high"], "pairs": selected["pairs"],
+            "longer_wins": selected["longer_wins"], "statement": statement}
