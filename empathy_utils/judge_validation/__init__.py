@@ -23,12 +23,16 @@ functions receive only train rows, and record the dialogue ids they saw. They ar
 ``$EMPATHY_CACHE_DIR/judges`` by a hash of their training settings and the data file's checksum.
 """
 
+from . import calibration, offline, pairs  # noqa: F401
 from .learned import (EmbeddingStore, learned_judge, load_encoder, train_embedding_head,  # noqa: F401
                       train_reward_model)
+from .calibration import reliability_figure  # noqa: F401
 from .measurement import (LENGTH_BINS, adversarial, agreement, baselines, full_set_baselines,  # noqa: F401
                           measure)
 from .pairs import SOURCES, judge_items, longer_side, rating_pairs, sample_pairs, train_pairs_of  # noqa: F401
-from .presenting import KIND_LABELS, adversarial_table, statements, validation_table  # noqa: F401
+from .presenting import (KIND_LABELS, adversarial_table, packaged_glue_values, packaged_table,  # noqa: F401
+                         reliability_tables, report_set_glue_values, statements, validation_table)
+from .offline import packaged_measurement, selected_from_packaged  # noqa: F401
 from .stage import (build_judge, judge_from_selection, load_validation_data, read_validation,  # noqa: F401
                     run_validation, select,
                     validation_file)

@@ -191,3 +191,51 @@ def statements(report: dict, cfg: StudyConfig) -> dict[str, str]:
     else:
         adv_text = "The injected-instruction check was not run (judge_validation.adversarial_pairs is 0)."
     return {"validation_summary": summary, "selected_judge": chosen, "adversarial_summary": adv_text}
+
+
+def reliability_tables(report: dict) -> dict[str, pd.DataFrame]:
+    """Reliability of each judge that gives a probability, on the report set: this run's, or the
+    packaged measurement's when nothing was validated here."""
+    tables = report.get("reliability") or (report.get("packaged") or {}).get("reliability") or {}
+    return {name: pd.DataFrame(rows) for name, rows in tables.items()}
+
+
+def packaged_glue_values(measurement: dict) -> dict:
+    """The packaged measurement's figures, glued so the judges chapter can state the fallback
+    judge's measured accuracy, interval, date and commit whether or not this run had the data."""
+    from .offline import selected_from_packaged
+
+    sel = selected_from_packaged(measurement) or {}
+    d = measurement["data"]
+    refused = [c for c in measurement["candidates"] if c.get("refused") and c.get("refused") != "a baseline"]
+    values = {"offline_judge": sel.get("name", "none"), "offline_date": measurement["date"],
+              "offline_commit": measurement["git_commit"][:12], "offline_data_sha256": d["sha256"][:12],
+              "offline_selection_pairs": d["selection_pairs"], "offline_report_pairs": d["report_pairs"],
+              "offline_selection_dialogues": d["selection_dialogues"], "offline_report_dialogues": d["report_dialogues"],
+              "offline_subsampled": measurement.get("subsampled", ""), "offline_command": measurement.get("command", ""),
+              "offline_refused": "; ".join(f"{c['name']} ({c['refused']})" for c in refused) or "none"}
+    if sel:
+        values.update(offline_accuracy=100 * sel["accuracy"], offline_ci_low=100 * sel["ci_low"],
+                      offline_ci_high=100 * sel["ci_high"], offline_selection_accuracy=100 * sel["selection_accuracy"],
+                      offline_longer_wins=100 * sel["longer_wins"], offline_llm_wins=100 * sel["llm_wins"],
+                      offline_tie_rate=100 * (sel["tie_rate"] or 0.0),
+                      offline_beats_both=("lies" if sel["ci_above_longer_wins"] and sel["ci_above_llm_wins"]
+                                          else "does not lie"))
+    return values
+
+
+def report_set_glue_values(report: dict) -> dict:
+    """The selected judge's report-set figures (``selected.*`` of the report: this run's choice, or
+    the packaged one), glued under the same keys whether or not anything was measured."""
+    sel = report.get("selected") or {}
+    if not sel:
+        return {"judge_source": "none", "judge_report_summary": "whose agreement with people was not measured"}
+    where = ("this run's validation" if sel.get("source") != "packaged measurement"
+             else f"the packaged measurement of {sel.get('measured_on')}")
+    both = sel.get("ci_above_longer_wins") and sel.get("ci_above_llm_wins")
+    return {"judge_source": sel.get("source", ""), "judge_set": sel.get("set", "report"),
+            "judge_report_accuracy": 100 * sel["accuracy"], "judge_report_ci_low": 100 * sel["ci_low"],
+            "judge_report_ci_high": 100 * sel["ci_high"], "judge_report_pairs": sel["pairs"],
+            "judge_ci_above_both_baselines": "yes" if both else "no",
+            "judge_report_summary": (f"which agreed with people on {_pct(sel['accuracy'])} of {sel['pairs']} report-set "
+                                     f"pairs (95 % CI {_pct(sel['ci_low'])} – {_pct(sel['ci_high'])}; {where})")}
