@@ -288,6 +288,9 @@ class JudgeValidationSettings:
     stacked_train_pairs: int = field(default=400, metadata={"help": (
         "stacked: train-split pairs its logistic model is fitted on (whole dialogues; 0 = all). Each needs "
         "the likelihood judge's scores of both replies, a few replies a second on a CPU.")})
+    stacked_features: Literal["likelihood+text", "text"] = field(default="likelihood+text", metadata={"help": (
+        "stacked: the likelihood judge's score plus the text features (length, questions, exclamations, "
+        "second person), or the text features alone (fast: no model).")})
     bootstrap_resamples: int = 1000
 
 

@@ -175,7 +175,7 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                    "seed": seed, "version": 1}
     elif kind == "stacked":
         payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
-                   "score": v.likelihood_score, "seed": seed, "version": 1}
+                   "score": v.likelihood_score, "features": v.stacked_features, "seed": seed, "version": 1}
     else:
         raise StudyError(f"{kind!r} is not a learned judge")
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
@@ -187,8 +187,8 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
         from ..judges import LikelihoodJudge
         from .stacked import StackedJudge, fit_stacked
 
-        likelihood = LikelihoodJudge(v.scorer_model, batch_size=v.batch_size, condition=v.likelihood_condition,
-                                     score=v.likelihood_score)
+        likelihood = (LikelihoodJudge(v.scorer_model, batch_size=v.batch_size, condition=v.likelihood_condition,
+                                      score=v.likelihood_score) if v.stacked_features == "likelihood+text" else None)
         if meta_file.exists():
             meta = json.loads(meta_file.read_text())
             info = meta["training"]

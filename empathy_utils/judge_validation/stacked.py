@@ -32,26 +32,34 @@ class StackedJudge(ScoreJudge):
     kind = "stacked"
     gives_probability = True
 
-    def __init__(self, likelihood: LikelihoodJudge, weights, scale, train_pairs: int, tie_margin: float = 0.0):
+    def __init__(self, likelihood: LikelihoodJudge | None, weights, scale, train_pairs: int, tie_margin: float = 0.0):
         self.likelihood = likelihood
         self.weights = np.asarray(weights, dtype=float)
         self.scale = np.asarray(scale, dtype=float)
         self.train_pairs = train_pairs
         self.tie_margin = tie_margin
-        self.name = (f"stacked judge (logistic model over the {likelihood.name.split(' (')[0]} score, reply length "
-                     f"and wording; fitted on {train_pairs} LLMs-vs-Humans train-split pairs)")
+        over = (f"the {likelihood.name.split(' (')[0]} score, reply length and wording" if likelihood is not None
+                else "reply length and wording only")
+        self.name = f"stacked judge (logistic model over {over}; fitted on {train_pairs} LLMs-vs-Humans train-split pairs)"
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return FEATURES if self.likelihood is not None else FEATURES[1:]
 
     def features(self, prompts, replies) -> np.ndarray:
-        lik = self.likelihood.score(prompts, replies)
         rest = np.array([text_features(r) for r in replies], dtype=float).reshape(len(replies), len(FEATURES) - 1)
-        return np.column_stack([lik, rest]) / self.scale
+        if self.likelihood is not None:
+            rest = np.column_stack([self.likelihood.score(prompts, replies), rest])
+        return rest / self.scale
 
     def score(self, prompts, replies):
         return self.features(prompts, replies) @ self.weights
 
 
-def fit_stacked(pairs: pd.DataFrame, likelihood: LikelihoodJudge, c_grid=(0.01, 0.1, 1.0, 10.0)) -> tuple[StackedJudge, dict]:
-    """Fit on ``pairs``, which must all be train-split pairs (checked)."""
+def fit_stacked(pairs: pd.DataFrame, likelihood: LikelihoodJudge | None,
+                c_grid=(0.01, 0.1, 1.0, 10.0)) -> tuple[StackedJudge, dict]:
+    """Fit on ``pairs``, which must all be train-split pairs (checked). ``likelihood`` None: the text
+    features alone (a reference for what the likelihood adds)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
@@ -60,7 +68,8 @@ def fit_stacked(pairs: pd.DataFrame, likelihood: LikelihoodJudge, c_grid=(0.01, 
     if set(pairs["split"]) != {"train"}:
         raise StudyError("the stacked judge is fitted on train-split pairs only; got splits "
                          f"{sorted(set(pairs['split']))}")
-    shell = StackedJudge(likelihood, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), len(pairs))
+    width = len(FEATURES) if likelihood is not None else len(FEATURES) - 1
+    shell = StackedJudge(likelihood, np.zeros(width), np.ones(width), len(pairs))
     prompts = list(zip(pairs["context"], pairs["utterance"]))
     fa = shell.features(prompts, list(pairs["response_a"]))
     fb = shell.features(prompts, list(pairs["response_b"]))
@@ -81,7 +90,7 @@ def fit_stacked(pairs: pd.DataFrame, likelihood: LikelihoodJudge, c_grid=(0.01, 
     model = LogisticRegression(C=best, fit_intercept=False, max_iter=2000).fit(X, Y)
     judge = StackedJudge(likelihood, model.coef_[0], scale, len(pairs))
     info = {"C": best, "cv_accuracy": cv[best], "cv": {str(k): v for k, v in cv.items()}, "pairs": len(pairs),
-            "dialogues": int(pairs["dialogue_id"].nunique()), "features": list(FEATURES),
-            "weights": dict(zip(FEATURES, map(float, model.coef_[0]))), "scale": [float(x) for x in scale],
-            "likelihood": likelihood.settings()}
+            "dialogues": int(pairs["dialogue_id"].nunique()), "features": list(shell.feature_names),
+            "weights": dict(zip(shell.feature_names, map(float, model.coef_[0]))), "scale": [float(x) for x in scale],
+            "likelihood": likelihood.settings() if likelihood is not None else None}
     return judge, info
