@@ -233,7 +233,7 @@ class JudgeValidationSettings:
     without it the stage says so and validates nothing."""
 
     candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"]] = field(
-        default_factory=lambda: ["pairwise-llm", "likelihood", "embedding-head", "reward-model"])
+        default_factory=lambda: ["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"])
     # pairwise-llm: the chat model asked, as in the judge section.
     backend: Literal["local", "openai"] = "local"
     model: str = "embedded:smollm2-135m-instruct"
