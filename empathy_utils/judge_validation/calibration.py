@@ -83,11 +83,13 @@ def reliability_figure(tables: dict[str, pd.DataFrame]):
     preferred A there), the diagonal being perfect calibration. Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(7, 5 + 0.4 * len(tables)))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
     for name, table in tables.items():
         t = table[table["pairs"] > 0]
-        ax.plot(t["mean_p_a"], t["people_prefer_a"], marker="o", label=name)
+        ax.plot(t["mean_p_a"], t["people_prefer_a"], marker="o", label="\n".join(textwrap.wrap(name, 70)))
         for x, y, n in zip(t["mean_p_a"], t["people_prefer_a"], t["pairs"]):
             ax.annotate(str(int(n)), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.set_xlim(0, 1)
@@ -95,6 +97,6 @@ def reliability_figure(tables: dict[str, pd.DataFrame]):
     ax.set_xlabel("judge's probability that reply A is better (bin mean)")
     ax.set_ylabel("share of pairs where people preferred A")
     ax.set_title("Calibration on the report set (numbers: pairs per bin)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
+    fig.subplots_adjust(bottom=0.2 + 0.06 * len(tables))
     return fig
