@@ -161,6 +161,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
     """Measure every data-free candidate on selection pairs, choose by :func:`choose`, and measure the
     ``report_top`` best allowed candidates (by selection accuracy) on the report pairs. Scoring
     judges are calibrated (temperature, tie band) on the selection pairs. Returns the JSON record."""
+    commit = git_commit()  # the code that runs (read now: the tree may change during a long measurement)
     all_test = rating_pairs(frame, "test", PAIR_SEED)
     sel_all, rep_all = split_selection_report(all_test, SPLIT_SEED, SELECTION_SHARE)
     sel = sample_pairs(sel_all, selection_pairs, SPLIT_SEED)
@@ -229,7 +230,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
         "what": "data-free judges against LLMs-vs-Humans human ratings; chosen on the selection set, "
                 "reported on the disjoint report set",
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "data": {"file": Path(frame.attrs.get("source_file", "dataset.csv")).name, "sha256": frame_sha,
                  "split": "test", "pair_seed": PAIR_SEED, "split_seed": SPLIT_SEED,
                  "selection_share": SELECTION_SHARE,
