@@ -327,7 +327,8 @@ def make_judge(cfg: StudyConfig, run_dir: str | Path | None = None):
                    "packaged measurement" else "the packaged measurement's best data-free judge: nothing was validated")
         else:
             judge = build_judge(cfg.judge.fallback, cfg, "judge")
-            how = "the configured fallback (judge.fallback): nothing was validated"
+            how = ("the configured fallback (judge.fallback): nothing was validated" if cfg.judge.fallback != "auto" else
+                   "judge.fallback auto: nothing was validated here, so the packaged measurement's best data-free judge")
     else:
         judge = build_judge(cfg.judge.kind, cfg, "judge")
     if cfg.judge.strip_instructions:
