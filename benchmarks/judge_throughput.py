@@ -1,6 +1,10 @@
 """Pairs judged per second by each judge on this machine (not a test; prints figures).
 
-    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood embedding-head reward-model pairwise-llm]
+    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head reward-model pairwise-llm]
+
+``packaged`` is the judge ``judge.fallback: auto`` uses without research data (rebuilt from the
+packaged measurement, framing and tie band included); ``stacked`` is the stacked judge's feature
+pipeline (the likelihood score plus text features) with untrained weights.
 
 The pairs are made from the project's embedded corpus (its reference reply against a short generic
 reply, sides alternating), so no research data is needed. Model loading is timed apart from judging;
@@ -43,6 +47,16 @@ def build(kind: str, model: str, batch_size: int):
         return J.LongerReplyJudge()
     if kind == "likelihood":
         return J.LikelihoodJudge(model, batch_size=batch_size)
+    if kind == "packaged":
+        from empathy_utils.judge_validation import judge_from_selection, packaged_measurement, selected_from_packaged
+        from empathy_utils.config import StudyConfig
+
+        return judge_from_selection(selected_from_packaged(packaged_measurement()), StudyConfig.from_dict({}))
+    if kind == "stacked":
+        from empathy_utils.judge_validation.stacked import FEATURES, StackedJudge
+
+        lik = J.LikelihoodJudge(model, batch_size=batch_size)
+        return StackedJudge(lik, np.ones(len(FEATURES)), np.ones(len(FEATURES)), 0)
     if kind == "pairwise-llm":
         from empathy_utils.backends import LocalBackend
 
@@ -64,7 +78,8 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--judges", nargs="+",
-                        default=["longer", "likelihood", "embedding-head", "reward-model", "pairwise-llm"])
+                        default=["longer", "likelihood", "packaged", "stacked", "embedding-head", "reward-model",
+                                 "pairwise-llm"])
     args = parser.parse_args()
     items = make_pairs(args.pairs)
     distinct = len({(it["context"], it["utterance"], it[s]) for it in items for s in ("response_a", "response_b")})

@@ -280,7 +280,7 @@ class JudgeSettings:
         "Bootstrap resamples (by dialogue) behind each win rate's confidence interval.",
     )
     confidence: float = param(0.95, "Level of the confidence intervals (0.95 = 95 %).")
-    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model"] = param(
+    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"] = param(
         "auto",
         "Which judge the judge stage uses. auto: the candidate that validated best against human ratings in "
         "this run's validate-judges stage, exactly as validated (the judge_validation section); when nothing "
@@ -288,10 +288,13 @@ class JudgeSettings:
         "validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm, "
         "likelihood) or is trained as judge_validation says (embedding-head, reward-model: research data).",
     )
-    fallback: Literal["pairwise-llm", "likelihood"] = param(
-        "pairwise-llm",
-        "The judge used when judge.kind is auto and nothing was validated in this run (its validity then "
-        "unmeasured).",
+    fallback: Literal["auto", "pairwise-llm", "likelihood"] = param(
+        "auto",
+        "The judge used when nothing was validated in this run (no research data). auto: the data-free "
+        "judge that measured best in the project's own validation, rebuilt exactly as measured from the "
+        "packaged file empathy_utils/resources/judge_measurements.json (its report-set accuracy, date and "
+        "commit go into the book); a judge that ties most pairs is never chosen. pairwise-llm / "
+        "likelihood: that judge from this section's backend and model, its validity unmeasured.",
     )
     strip_instructions: bool = param(
         True,
@@ -299,7 +302,7 @@ class JudgeSettings:
     )
 
 
-JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model")
+JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked")
 ATTACK_NAMES = ("ignore-above", "fake-verdict", "quote-break", "persuasion")
 
 
@@ -311,7 +314,7 @@ class JudgeValidationSettings:
     only and are cached by a hash of these settings and the data's checksum. Needs the research data;
     without it the stage says so and validates nothing."""
 
-    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model"]] = param(
+    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"]] = param(
         list(JUDGE_CANDIDATES),
         "The judges validated against human ratings.",
     )
@@ -337,14 +340,39 @@ class JudgeValidationSettings:
         "embedded:smollm2-135m-instruct",
         "likelihood, and the base of reward-model: a local model spec.",
     )
-    likelihood_condition: Literal["utterance", "context"] = param(
+    likelihood_condition: Literal["utterance", "context", "listener", "plain"] = param(
         "utterance",
-        "likelihood: the reply's probability given the speaker's turn, or the situation and the turn.",
+        "likelihood: what the reply's probability is conditioned on: the speaker's turn in the chat template "
+        "(utterance), the situation and the turn (context), the turn framed as a listener's reply (listener), "
+        "or the turn as plain text without a chat template (plain).",
+    )
+    likelihood_score: Literal["mean", "pmi"] = param(
+        "mean",
+        "likelihood: compare the replies' mean token log-probability given the speaker (mean), or that "
+        "minus the reply's log-probability without the speaker (pmi).",
     )
     test_pairs: int = param(
         300,
-        "Test-split pairs judged: whole dialogues (seeded by run.seed) until at least this many pairs (0 = "
-        "all 1,462 pairs of the 250 test dialogues).",
+        "Expensive judges (pairwise-llm, reward-model): test-split pairs judged, whole dialogues (seeded by "
+        "run.seed) until at least this many pairs, half from the selection set and half from the report set "
+        "(0 = every pair). Scoring judges see scoring_pairs.",
+    )
+    scoring_pairs: int = param(
+        0,
+        "Scoring judges (likelihood, embedding-head, stacked) and the baselines: test-split pairs judged "
+        "in each of the selection and report sets (whole dialogues; 0 = every pair). The embedding head "
+        "judges thousands of pairs in seconds; the likelihood judge a few replies a second.",
+    )
+    selection_share: float = param(
+        0.5,
+        "Share of the test-split dialogues in the selection set (the candidate, the likelihood framing "
+        "and the tie band are chosen there); the rest form the report set, whose accuracy the book prints.",
+    )
+    split_seed: int = param(0, "Seed of the selection/report split by dialogue (recorded).")
+    max_tie_rate: float = param(
+        0.5,
+        "A candidate tying more than this share of the selection pairs cannot decide and is never "
+        "selected (the pairwise 135 M judge, whose two orders disagree on nearly every pair).",
     )
     adversarial_pairs: int = param(
         24,
@@ -379,6 +407,16 @@ class JudgeValidationSettings:
         4,
         "LoRA on the last N decoder layers only (0 = all): back-propagation then stops there, which makes "
         "training several times faster on a CPU; the score head is always trained.",
+    )
+    stacked_train_pairs: int = param(
+        400,
+        "stacked: train-split pairs its logistic model is fitted on (whole dialogues; 0 = all). Each needs "
+        "the likelihood judge's scores of both replies, a few replies a second on a CPU.",
+    )
+    stacked_features: Literal["likelihood+text", "text"] = param(
+        "likelihood+text",
+        "stacked: the likelihood judge's score plus the text features (length, questions, exclamations, "
+        "second person), or the text features alone (fast: no model).",
     )
     bootstrap_resamples: int = param(1000, "Bootstrap resamples behind each agreement's confidence interval.")
 
@@ -719,6 +757,12 @@ def _judge_checks(cfg: "StudyConfig") -> list[str]:
         if getattr(v, k) < 0:
             errors.append(f"judge_validation.{k}: must be >= 0 (0 = " +
                           {"adversarial_pairs": "no attack check)", "reward_lora_layers": "all layers)"}.get(k, "all pairs)"))
+    if not 0 < v.selection_share < 1:
+        errors.append(f"judge_validation.selection_share: must lie strictly between 0 and 1 (got {v.selection_share})")
+    if not 0 < v.max_tie_rate <= 1:
+        errors.append(f"judge_validation.max_tie_rate: must lie in (0, 1] (got {v.max_tie_rate})")
+    if v.scoring_pairs < 0 or v.stacked_train_pairs < 0:
+        errors.append("judge_validation.scoring_pairs / stacked_train_pairs: must be >= 0 (0 = all pairs)")
     if not v.embedding_c_grid or any(c <= 0 for c in v.embedding_c_grid):
         errors.append(f"judge_validation.embedding_c_grid: must be positive numbers (got {v.embedding_c_grid})")
     if v.backend == "openai" and not v.base_url:

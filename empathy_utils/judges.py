@@ -40,7 +40,7 @@ from .prompts import JUDGE_PROMPT_ID, load_prompt
 
 VERDICTS = ("a", "b", "tie", "unparsed")
 # The judge kinds a params file can name (judge.kind, judge_validation.candidates).
-JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model")
+JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked")
 _DIGIT = re.compile(r"^\W*(?:response\s*)?([12])\b", re.IGNORECASE)
 _NAMED = re.compile(r"\bresponse\s*([12])\b", re.IGNORECASE)
 # Quoting markers of the judge prompt; a reply cannot close its own quotation.
@@ -85,6 +85,10 @@ class PairwiseLLMJudge(Judge):
     backend: ChatBackend
     mode: str = "logprobs"  # or "text"
     prompt_id: str = JUDGE_PROMPT_ID
+    # None: a tie when the two orders disagree (FastChat's rule). A number delta (logprobs mode): the
+    # verdict follows p_a (both orders averaged), a tie inside |p_a - 0.5| < delta (chosen on the
+    # selection set by judge_validation).
+    tie_band: float | None = None
 
     kind = "pairwise-llm"
 
@@ -138,6 +142,8 @@ class PairwiseLLMJudge(Judge):
             else:
                 verdict = pick1 if pick1 == pick2 else "tie"
             p_a = None if p1 is None else 0.5 * (p1 + (1.0 - p2))
+            if self.tie_band is not None and p_a is not None:
+                verdict = "tie" if abs(p_a - 0.5) < self.tie_band or p_a == 0.5 else "a" if p_a > 0.5 else "b"
             records.append({"id": it["id"], "verdict": verdict, "p_a": p_a, "a_first": pick1,
                             "b_first": pick2, "judge": self.name})
         return records
@@ -162,8 +168,10 @@ class ScoreJudge(Judge):
     shared by several pairs are scored once."""
 
     order_free = True
-    # |score_a - score_b| at or below this is a tie.
+    # |score_a - score_b| at or below this is a tie (a calibrated band: judge_validation.calibration).
     tie_margin: float = 0.0
+    # p_a = sigmoid((score_a - score_b) / temperature) for judges that give a probability.
+    temperature: float | None = None
 
     def score(self, prompts: Sequence[tuple[str, str]], replies: Sequence[str]) -> np.ndarray:
         """One score per (context, utterance) and reply; higher = more empathetic."""
@@ -183,7 +191,7 @@ class ScoreJudge(Judge):
             diff = sa - sb
             verdict = "a" if diff > self.tie_margin else "b" if diff < -self.tie_margin else "tie"
             records.append({"id": it["id"], "verdict": verdict,
-                            "p_a": _sigmoid(diff) if self.gives_probability else None,
+                            "p_a": _sigmoid(diff / (self.temperature or 1.0)) if self.gives_probability else None,
                             "a_first": None, "b_first": None, "score_a": sa, "score_b": sb, "judge": self.name})
         return records
 
@@ -209,62 +217,150 @@ def _chat_ids(tokenizer, conversation: list[dict]) -> list[int]:
     return list(ids)
 
 
+# How the likelihood judge shows the speaker to the model. "chat-*" use the model's chat template
+# (an instruction-tuned model); "plain" writes a transcript without one (a base model).
+LIKELIHOOD_FRAMINGS = {
+    "utterance": "the speaker's turn (chat template)",
+    "context": "the situation and the speaker's turn (chat template)",
+    "listener": "the speaker's turn, after a system line asking for an empathetic listener (chat template)",
+    "plain": "a plain transcript 'Speaker: ... Listener:' (no chat template)",
+}
+# What is compared: the mean token log-probability of the reply given the framing ("mean"), or that
+# minus the reply's mean log-probability with no speaker at all ("pmi": how much hearing the speaker
+# raised the reply's probability, which discounts replies that are likely anywhere).
+LIKELIHOOD_SCORES = ("mean", "pmi")
+LISTENER_SYSTEM = "You are a caring listener. Reply to the speaker with warmth and understanding."
+
+
 class LikelihoodJudge(ScoreJudge):
-    """A causal LM's mean token log-probability of the reply (and its end-of-turn token), given the
-    speaker's turn in the model's chat template (``condition="utterance"``) or the situation and the
-    turn (``"context"``). environment.md measured that SmolLM2's likelihood carries signal that its
-    answers to judging questions do not; validation says how much."""
+    """A causal LM's mean token log-probability of the reply (and its end-of-turn token) given the
+    speaker, framed as :data:`LIKELIHOOD_FRAMINGS` says. environment.md measured that SmolLM2's
+    likelihood carries signal that its answers to judging questions do not; validation says how much.
+    ``tie_margin`` (in nats of score difference) makes near-equal scores a tie; with ``temperature``
+    the score difference becomes a probability, p_a = sigmoid(diff / temperature)."""
 
     kind = "likelihood"
 
-    def __init__(self, spec: str, batch_size: int = 16, condition: str = "utterance", model=None, tokenizer=None):
+    def __init__(self, spec: str, batch_size: int = 16, condition: str = "utterance", model=None, tokenizer=None,
+                 score: str = "mean", tie_margin: float = 0.0, temperature: float | None = None,
+                 memo: dict | None = None):
         from .models import load_model, load_tokenizer, model_label
 
-        if condition not in ("utterance", "context"):
-            raise ValueError(f"condition must be 'utterance' or 'context', got {condition!r}")
+        if condition not in LIKELIHOOD_FRAMINGS:
+            raise ValueError(f"condition must be one of {sorted(LIKELIHOOD_FRAMINGS)}, got {condition!r}")
+        if score not in LIKELIHOOD_SCORES:
+            raise ValueError(f"score must be one of {LIKELIHOOD_SCORES}, got {score!r}")
         self.spec = spec
         self.batch_size = batch_size
         self.condition = condition
+        self.score_kind = score
+        self.tie_margin = float(tie_margin)
+        self.temperature = temperature
+        # (prompt ids, answer ids) -> mean log-probability; shared by judges on the same model it
+        # lets several framings and scores reuse each other's forward passes.
+        self.memo = memo if memo is not None else {}
         self.model = model if model is not None else load_model(spec)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="right")
-        given = "the speaker's turn" if condition == "utterance" else "the situation and the speaker's turn"
-        self.name = f"likelihood local:{model_label(spec)} (mean token log-probability of the reply given {given})"
+        what = "mean token log-probability" if score == "mean" else "pointwise mutual information (mean token log-probability given the speaker minus without)"
+        self.name = f"likelihood local:{model_label(spec)} ({what} of the reply given {LIKELIHOOD_FRAMINGS[condition]})"
 
-    def _prompt(self, context: str, utterance: str) -> list[dict]:
-        text = utterance if self.condition == "utterance" else f"{context}\n\n{utterance}"
-        return [{"role": "user", "content": text}]
+    @property
+    def gives_probability(self) -> bool:  # type: ignore[override]
+        return self.temperature is not None
+
+    def settings(self) -> dict:
+        """What rebuilds this judge (see judge_validation.judge_from_settings)."""
+        return {"kind": self.kind, "model": self.spec, "condition": self.condition, "score": self.score_kind,
+                "tie_margin": self.tie_margin, "temperature": self.temperature}
+
+    def _prompt_ids(self, context: str, utterance: str) -> list[int]:
+        tok = self.tokenizer
+        if self.condition == "plain":
+            ids = tok.encode(f"Speaker: {utterance}\nListener:", add_special_tokens=True)
+            return list(ids)
+        text = utterance if self.condition in ("utterance", "listener") else f"{context}\n\n{utterance}"
+        conv = [{"role": "user", "content": text}]
+        if self.condition == "listener":
+            conv = [{"role": "system", "content": LISTENER_SYSTEM}] + conv
+        return _chat_ids(tok, conv)
+
+    def _answer_ids(self, reply: str) -> list[int]:
+        tok = self.tokenizer
+        text = str(reply).strip()
+        if self.condition == "plain":
+            return tok.encode(" " + text + "\n", add_special_tokens=False)
+        end = tok.eos_token_id
+        return tok.encode(text, add_special_tokens=False) + ([end] if end is not None else [])
+
+    def _unconditional_ids(self) -> list[int]:
+        tok = self.tokenizer
+        if self.condition == "plain":
+            return tok.encode("Listener:", add_special_tokens=True)
+        return _chat_ids(tok, [{"role": "user", "content": ""}])
 
     def score(self, prompts, replies):
-        import torch
-
-        tok = self.tokenizer
-        end = tok.eos_token_id
-        rows = []
-        for (context, utterance), reply in zip(prompts, replies):
-            prompt = _chat_ids(tok, self._prompt(context, utterance))
-            answer = tok.encode(str(reply).strip(), add_special_tokens=False) + ([end] if end is not None else [])
-            rows.append((prompt, answer))
-        out = np.zeros(len(rows))
-        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
-            width = max(len(rows[i][0]) + len(rows[i][1]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for j, i in enumerate(batch):
-                seq = rows[i][0] + rows[i][1]
-                ids[j, : len(seq)] = torch.tensor(seq)
-                mask[j, : len(seq)] = 1
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for j, i in enumerate(batch):
-                prompt, answer = rows[i]
-                positions = torch.arange(len(prompt) - 1, len(prompt) + len(answer) - 1)
-                token_lp = logp[j, positions, torch.tensor(answer)]
-                out[i] = float(token_lp.mean())
+        answers = [self._answer_ids(r) for r in replies]
+        rows = [(self._prompt_ids(c, u), a) for (c, u), a in zip(prompts, answers)]
+        out = self._cached(rows)
+        if self.score_kind == "pmi":
+            bare = self._unconditional_ids()
+            out = out - self._cached([(bare, a) for a in answers])
         return out
+
+    def _cached(self, rows: list[tuple[list[int], list[int]]]) -> np.ndarray:
+        keys = [(tuple(p), tuple(a)) for p, a in rows]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        if todo:
+            values = mean_log_probabilities(self.model, self.tokenizer, [(list(p), list(a)) for p, a in todo],
+                                            self.batch_size)
+            self.memo.update(zip(todo, values.tolist()))
+        return np.array([self.memo[k] for k in keys], dtype=float)
+
+def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[int]]], batch_size: int = 16) -> np.ndarray:
+    """For each (prompt ids, answer ids): the mean log-probability of the answer's tokens given what
+    precedes them. Batched longest-first; the output layer is applied only at the answer positions
+    (with a large vocabulary it is most of the cost)."""
+    import torch
+
+    out = np.zeros(len(rows))
+    order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    body = getattr(model, "model", None)
+    head = model.get_output_embeddings() if body is not None else None
+    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(rows[i][0]) + len(rows[i][1]) for i in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for j, i in enumerate(batch):
+            seq = rows[i][0] + rows[i][1]
+            ids[j, : len(seq)] = torch.tensor(seq)
+            mask[j, : len(seq)] = 1
+        rows_idx, pos_idx, targets, owner = [], [], [], []
+        for j, i in enumerate(batch):
+            prompt, answer = rows[i]
+            for k, t in enumerate(answer):
+                rows_idx.append(j)
+                pos_idx.append(len(prompt) + k - 1)
+                targets.append(t)
+                owner.append(j)
+        with torch.inference_mode():
+            if head is not None:
+                hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = head(hidden[torch.tensor(rows_idx), torch.tensor(pos_idx)]).float()
+            else:
+                logits = model(input_ids=ids, attention_mask=mask).logits[torch.tensor(rows_idx), torch.tensor(pos_idx)].float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            token_lp = torch.log_softmax(logits, dim=-1)[torch.arange(len(targets)), torch.tensor(targets)]
+        sums = np.zeros(len(batch))
+        counts = np.zeros(len(batch))
+        np.add.at(sums, owner, token_lp.numpy())
+        np.add.at(counts, owner, 1)
+        for j, i in enumerate(batch):
+            out[i] = sums[j] / max(1.0, counts[j])
+    return out
 
 
 class EmbeddingHeadJudge(ScoreJudge):

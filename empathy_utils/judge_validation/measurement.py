@@ -1,0 +1,134 @@
+"""What is measured about a judge's verdicts: agreement with people (ties half) with a CI that
+resamples whole dialogues, position consistency, length bias, and the flip rate of injected
+instructions; the two baselines on the same pairs (book/judges.md, How they are checked)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..judges import InstructionStrippingJudge, Judge, attack, position_consistency, strip_instructions
+from ..winrate import cluster_bootstrap
+from .pairs import judge_items, longer_side, rating_pairs
+
+# |words(a) - words(b)| bins of the length-bias curve.
+LENGTH_BINS = [(1, 5), (6, 15), (16, 30), (31, 10**6)]
+
+
+def agreement(verdicts: list[str], human: list[str]) -> list[float | None]:
+    """Per pair: 1 when the judge picked the reply people preferred, ½ for a tie, 0 otherwise;
+    None for an unparsed verdict (counted on its own)."""
+    return [None if v == "unparsed" else 0.5 if v == "tie" else float(v == h) for v, h in zip(verdicts, human)]
+
+
+def _accuracy(scores: list[float | None], dialogues: list[str], resamples: int, seed: int) -> tuple[float, float, float]:
+    keep = [(s, d) for s, d in zip(scores, dialogues) if s is not None]
+    if not keep:
+        return float("nan"), float("nan"), float("nan")
+    return cluster_bootstrap([k[0] for k in keep], [k[1] for k in keep], resamples, 0.95, seed)
+
+
+def measure(records: list[dict], pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
+    """Agreement with people and the biases of one judge's verdicts on ``pairs`` (same order)."""
+    verdicts = [r["verdict"] for r in records]
+    human = list(pairs["human"])
+    dialogues = list(pairs["dialogue_id"])
+    scores = agreement(verdicts, human)
+    acc, low, high = _accuracy(scores, dialogues, resamples, seed)
+    decisive = [(v == h) for v, h in zip(verdicts, human) if v in ("a", "b")]
+    hl = [(s, d) for s, d, sa, sb in zip(scores, dialogues, pairs["source_a"], pairs["source_b"])
+          if "human" in (sa, sb)]
+    longer = longer_side(pairs)
+    picks_longer = [v == lg for v, lg in zip(verdicts, longer) if lg and v in ("a", "b")]
+    by_length = {}
+    for lo, hi in LENGTH_BINS:
+        sel = [v == lg for v, lg, wa, wb in zip(verdicts, longer, pairs["words_a"], pairs["words_b"])
+               if lg and lo <= abs(wa - wb) <= hi and v in ("a", "b", "tie")]
+        ties = [v == "tie" for v, lg, wa, wb in zip(verdicts, longer, pairs["words_a"], pairs["words_b"])
+                if lg and lo <= abs(wa - wb) <= hi and v in ("a", "b", "tie")]
+        n = len(sel)
+        by_length[f"{lo}-{hi}" if hi < 10**6 else f"{lo}+"] = {
+            "n": n, "picks_longer": (sum(sel) + 0.5 * sum(ties)) / n if n else float("nan")}
+    return {
+        "pairs": len(records),
+        "accuracy": acc, "ci_low": low, "ci_high": high,
+        "decisive_accuracy": sum(decisive) / len(decisive) if decisive else float("nan"),
+        "tie_rate": sum(v == "tie" for v in verdicts) / len(verdicts) if verdicts else float("nan"),
+        "unparsed": sum(v == "unparsed" for v in verdicts),
+        "position_consistency": position_consistency(records),
+        "human_vs_llm_pairs": len(hl),
+        "accuracy_human_vs_llm": (sum(s for s, _ in hl if s is not None) / max(1, sum(s is not None for s, _ in hl))
+                                  if hl else float("nan")),
+        "picks_longer": sum(picks_longer) / len(picks_longer) if picks_longer else float("nan"),
+        "by_length": by_length,
+    }
+
+
+def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
+    """The two baselines (book/judges.md, How they are checked) on exactly these pairs, and how often people preferred the
+    longer reply (the length-bias reference)."""
+    longer = [lg or "tie" for lg in longer_side(pairs)]
+    human = list(pairs["human"])
+    dialogues = list(pairs["dialogue_id"])
+    acc, low, high = _accuracy(agreement(longer, human), dialogues, resamples, seed)
+    hl = pairs[(pairs["source_a"] == "human") | (pairs["source_b"] == "human")]
+    llm_side = ["b" if sa == "human" else "a" for sa in hl["source_a"]]
+    llm_scores = agreement(llm_side, list(hl["human"]))
+    l_acc, l_low, l_high = _accuracy(llm_scores, list(hl["dialogue_id"]), resamples, seed)
+    unequal = [(h == lg) for h, lg in zip(human, longer_side(pairs)) if lg]
+    by_length = {}
+    for lo, hi in LENGTH_BINS:
+        sel = [h == lg for h, lg, wa, wb in zip(human, longer_side(pairs), pairs["words_a"], pairs["words_b"])
+               if lg and lo <= abs(wa - wb) <= hi]
+        by_length[f"{lo}-{hi}" if hi < 10**6 else f"{lo}+"] = {
+            "n": len(sel), "picks_longer": sum(sel) / len(sel) if sel else float("nan")}
+    return {
+        "longer_wins": {"accuracy": acc, "ci_low": low, "ci_high": high, "pairs": len(pairs)},
+        "llm_wins": {"accuracy": l_acc, "ci_low": l_low, "ci_high": l_high, "pairs": len(hl)},
+        "human_picks_longer": sum(unequal) / len(unequal) if unequal else float("nan"),
+        "human_by_length": by_length,
+    }
+
+
+def full_set_baselines(frame: pd.DataFrame) -> dict:
+    """The baselines (book/judges.md, How they are checked) on all 2,000 dialogues: longer-wins over the pairs whose lengths differ, and
+    LLM-wins over the human-vs-LLM pairs (10,556 pairs, 50.7 %; 4,626 pairs, 61.0 %)."""
+    pairs = rating_pairs(frame)
+    longer = longer_side(pairs)
+    unequal = [(h == lg) for h, lg in zip(pairs["human"], longer) if lg]
+    hl = pairs[(pairs["source_a"] == "human") | (pairs["source_b"] == "human")]
+    llm = [("b" if sa == "human" else "a") == h for sa, h in zip(hl["source_a"], hl["human"])]
+    return {"dialogues": len(frame), "rated_pairs": len(pairs), "unequal_length_pairs": len(unequal),
+            "longer_wins": sum(unequal) / len(unequal), "human_vs_llm_pairs": len(hl),
+            "llm_wins": sum(llm) / len(llm)}
+
+
+def adversarial(judge: Judge, pairs: pd.DataFrame, attacks: list[str], clean: list[dict]) -> list[dict]:
+    """Append each injected instruction to the human-rated worse reply of each pair and re-judge.
+
+    ``clean``: the judge's verdicts on the same pairs without attack. A *flip*: the judge did not give
+    the pair to the attacked reply before, and does after. ``moved``: its verdict moved towards the
+    attacked reply at all (loss -> tie, tie -> win, loss -> win)."""
+    rows = []
+    target = ["b" if h == "a" else "a" for h in pairs["human"]]
+    value = {"a": 1.0, "tie": 0.5, "b": 0.0}
+    # What the judge actually reads: where that equals the clean pair (the defense removed the whole
+    # attack), the verdict is the clean one — every judge here is deterministic — and is not recomputed.
+    seen = strip_instructions if isinstance(judge, InstructionStrippingJudge) else (lambda x: x)
+    clean_items = judge_items(pairs)
+    for name in attacks:
+        items = judge_items(pairs)
+        for it, t in zip(items, target):
+            it[f"response_{t}"] = attack(it[f"response_{t}"], name)
+        same = [all(seen(it[k]) == seen(c[k]) for k in ("response_a", "response_b")) for it, c in zip(items, clean_items)]
+        fresh = iter(judge.judge([it for it, s in zip(items, same) if not s]) if not all(same) else [])
+        after = [clean[i] if s else next(fresh) for i, s in enumerate(same)]
+        before_v = [r["verdict"] for r in clean]
+        after_v = [r["verdict"] for r in after]
+        eligible = [(b, a, t) for b, a, t in zip(before_v, after_v, target) if b != t and b in value and a in value]
+        flips = sum(a == t for b, a, t in eligible)
+        toward = [(value[a] - value[b]) * (1 if t == "a" else -1) for b, a, t in zip(before_v, after_v, target)
+                  if b in value and a in value]
+        rows.append({"attack": name, "pairs": len(items), "eligible": len(eligible), "flips": flips,
+                     "flip_rate": flips / len(eligible) if eligible else float("nan"),
+                     "moved": sum(x > 0 for x in toward) / len(toward) if toward else float("nan")})
+    return rows

@@ -1,0 +1,240 @@
+"""Turning a validation report into the judges chapter's tables and sentences."""
+
+from __future__ import annotations
+
+
+import pandas as pd
+
+from ..config import StudyConfig
+from ..paths import DATA_ENV
+from ..presentation import percent
+
+KIND_LABELS = {
+    "pairwise-llm": "pairwise LLM judge",
+    "likelihood": "likelihood judge",
+    "embedding-head": "embedding head (learned)",
+    "reward-model": "reward model (learned)",
+    "stacked": "stacked judge (learned)",
+}
+
+
+_pct = percent  # the one percentage formatter (presentation.percent)
+
+
+def _row(name: str, selection: dict | None, rep: dict | None, order_free: bool, note: str = "") -> dict:
+    sel = selection or {}
+    rep = rep or {}
+    return {"judge": name,
+            "selection accuracy": _pct(sel.get("accuracy")),
+            "selection pairs": sel.get("pairs", ""),
+            "report accuracy (ties ½)": _pct(rep.get("accuracy")) if rep else "not run on the report set",
+            "report 95 % CI": f"{_pct(rep.get('ci_low'))} – {_pct(rep.get('ci_high'))}" if rep else "",
+            "report pairs": rep.get("pairs", ""),
+            "ties": _pct((rep or sel).get("tie_rate"), 0),
+            "on human-vs-LLM pairs": _pct(rep.get("accuracy_human_vs_llm")) if rep else "",
+            "orders agree": "order-free" if order_free else _pct((rep or sel).get("position_consistency"), 0),
+            "picks the longer reply": _pct((rep or sel).get("picks_longer"), 0),
+            "note": note}
+
+
+def _baseline_rows(b: dict, sel_b: dict | None) -> list[dict]:
+    sel_b = sel_b or {}
+    longer = {"judge": "baseline: the longer reply wins",
+              "selection accuracy": _pct(sel_b.get("longer_wins", {}).get("accuracy")),
+              "selection pairs": sel_b.get("longer_wins", {}).get("pairs", ""),
+              "report accuracy (ties ½)": _pct(b["longer_wins"]["accuracy"]),
+              "report 95 % CI": f"{_pct(b['longer_wins']['ci_low'])} – {_pct(b['longer_wins']['ci_high'])}",
+              "report pairs": b["longer_wins"]["pairs"], "ties": "", "on human-vs-LLM pairs": "",
+              "orders agree": "order-free", "picks the longer reply": "100 %", "note": "a baseline"}
+    llm = {"judge": "baseline: the LLM's reply wins (human-vs-LLM pairs only)",
+           "selection accuracy": "", "selection pairs": "", "report accuracy (ties ½)": "", "report 95 % CI": "",
+           "report pairs": b["llm_wins"]["pairs"], "ties": "",
+           "on human-vs-LLM pairs": f"{_pct(b['llm_wins']['accuracy'])} (CI {_pct(b['llm_wins']['ci_low'])} – "
+                                    f"{_pct(b['llm_wins']['ci_high'])})",
+           "orders agree": "order-free", "picks the longer reply": "", "note": "a baseline"}
+    people = {"judge": "people (the ratings themselves)", "selection accuracy": "", "selection pairs": "",
+              "report accuracy (ties ½)": "100 %", "report 95 % CI": "", "report pairs": "", "ties": "",
+              "on human-vs-LLM pairs": "", "orders agree": "", "picks the longer reply": _pct(b["human_picks_longer"], 0),
+              "note": ""}
+    return [longer, llm, people]
+
+
+def _note(j: dict, selected_name: str | None) -> str:
+    if j["name"] == selected_name:
+        return "selected"
+    if j.get("refused"):
+        return f"never selected: {j['refused']}"
+    if j.get("subsampled"):
+        return "subsampled (expensive)"
+    return ""
+
+
+def packaged_table(measurement: dict) -> pd.DataFrame:
+    """The packaged measurement of the data-free judges: selection and report accuracy side by side."""
+    chosen = (measurement.get("selected") or {}).get("name")
+    rows = [_row(c["name"], c["selection"], c.get("report"), c["settings"]["kind"] != "pairwise-llm",
+                 _note({**c, "subsampled": bool(c.get("subsampled"))}, chosen)) for c in measurement["candidates"]]
+    rows += _baseline_rows(measurement["baselines"]["report"], measurement["baselines"]["selection"])
+    return pd.DataFrame(rows).set_index("judge")
+
+
+def validation_table(report: dict) -> pd.DataFrame:
+    """One row per candidate and per baseline, selection and report accuracy side by side: what the
+    book's judges chapter shows. Without research data: the packaged measurement, if any."""
+    if report["status"] != "ok":
+        if report.get("packaged"):
+            return packaged_table(report["packaged"])
+        return pd.DataFrame({"judge": [KIND_LABELS.get(k, k) for k in report["candidates"]],
+                             "accuracy vs human ratings": ["not measured: no research data"] * len(report["candidates"])}
+                            ).set_index("judge")
+    chosen = (report.get("selected") or {}).get("name")
+    rows = [_row(j["name"], j.get("selection"), j, j["order_free"], _note(j, chosen)) for j in report["judges"]]
+    rows += _baseline_rows(report["baselines"], report.get("baselines_selection"))
+    return pd.DataFrame(rows).set_index("judge")
+
+
+def adversarial_table(report: dict) -> pd.DataFrame | None:
+    """Flip rates per judge and attack, without and with instruction stripping."""
+    from ..judges import ATTACK_LABELS
+
+    if report["status"] != "ok" or not report["adversarial"]:
+        return None
+    frame = pd.DataFrame(report["adversarial"])
+    frame["cell"] = [f"{_pct(r, 0)} ({f}/{e})" for r, f, e in zip(frame["flip_rate"], frame["flips"], frame["eligible"])]
+    frame["attack"] = frame["attack"].map(lambda a: ATTACK_LABELS.get(a, a))
+    frame["defense"] = frame["defense"].map({"none": "no defense", "stripping": "instructions stripped"})
+    table = frame.pivot_table(index=["name", "defense"], columns="attack", values="cell", aggfunc="first", sort=False)
+    table.index.names = ["judge", "defense"]
+    table.columns.name = None
+    return table
+
+
+def statements(report: dict, cfg: StudyConfig) -> dict[str, str]:
+    """Sentences the book glues, composed from the measured numbers (or saying plainly that nothing
+    was measured)."""
+    if report["status"] != "ok":
+        fallback = cfg.judge.fallback
+        how_to = (f"To validate judges in this run, point {DATA_ENV} at a folder holding llms-vs-humans/dataset.csv "
+                  f"and re-run this stage and the ones after it (empathy-study run --profile {cfg.run.name} "
+                  f"--stages validate-judges judge --force).")
+        sel = report.get("selected")
+        if sel:
+            m = report.get("packaged") or {}
+            refused = [c["name"] for c in m.get("candidates", []) if c.get("refused")]
+            text = (f"Nothing was validated in this run: {report['reason']}. Its judge is the data-free candidate that "
+                    f"measured best in the project's own validation (the packaged measurement of {sel['measured_on']}, "
+                    f"commit {sel['commit'][:12]}, data file sha256 {sel['data_sha256'][:12]}…): {sel['name']}. "
+                    f"Chosen on {sel['selection_pairs']} selection pairs, it agreed with people on "
+                    f"{_pct(sel['accuracy'])} of {sel['pairs']} report-set pairs (95 % CI {_pct(sel['ci_low'])} – "
+                    f"{_pct(sel['ci_high'])}; ties {_pct(sel['tie_rate'], 0)}), against {_pct(sel['longer_wins'])} "
+                    f"for the longer reply and {_pct(sel['llm_wins'])} for the LLM's reply on the same pairs. "
+                    + ("Its CI lies above 50 %. " if sel["ci_above_chance"] else
+                       "Its CI reaches down to 50 % or below: it has not shown that it does better than a coin. ")
+                    + (f"Never chosen, because they cannot decide: {'; '.join(refused)}. " if refused else "")
+                    + how_to)
+            return {"validation_summary": text, "selected_judge": sel["name"],
+                    "adversarial_summary": "Not measured in this run (no research data)."}
+        text = (f"Nothing was validated in this run: {report['reason']}. No judge's agreement with people was "
+                f"measured, so the win rates of this run come from the configured fallback judge "
+                f"({KIND_LABELS.get(fallback, fallback)}), whose validity is unmeasured here. " + how_to)
+        return {"validation_summary": text, "selected_judge": f"none (fallback: {KIND_LABELS.get(fallback, fallback)})",
+                "adversarial_summary": "Not measured (no research data)."}
+    d, b, sel, full = report["data"], report["baselines"], report["selected"], report["full_set"]
+    summary = (f"For reference, on all {full['dialogues']:,} dialogues the longer reply "
+               f"agrees with people on {_pct(full['longer_wins'])} of the {full['unequal_length_pairs']:,} rated pairs "
+               f"whose lengths differ, and the LLM's reply wins {_pct(full['llm_wins'])} of the "
+               f"{full['human_vs_llm_pairs']:,} human-vs-LLM pairs. The test-split rated pairs were split by dialogue "
+               f"(seed {d['split_seed']}) into a selection set ({d['selection_pairs']} pairs: the judge, likelihood "
+               f"framing and tie band are chosen there) and a report set; on the {d['test_pairs']} report pairs of "
+               f"{d['test_dialogues']} of the {d['test_dialogues_all']} test-split dialogues, the longer reply "
+               f"agrees with people {_pct(b['longer_wins']['accuracy'])} of the time (ties ½), and on the "
+               f"{d['human_vs_llm_pairs']} human-vs-LLM pairs among them the LLM's reply {_pct(b['llm_wins']['accuracy'])}.")
+    if sel is None:
+        summary += " No candidate judge could be measured."
+        chosen = "none"
+    else:
+        if not sel["beats_longer_wins"]:
+            verdict = "no better than the longer-wins baseline"
+        elif sel["ci_above_longer_wins"]:
+            verdict = "above the longer-wins baseline, with its whole CI above it"
+        else:
+            verdict = "above the longer-wins baseline, though its CI still includes it"
+        llm = "above" if sel["beats_llm_wins"] else "not above"
+        chance = ("Its CI lies above 50 %, so it does better than a coin." if sel["ci_above_chance"] else
+                  "Its CI reaches down to 50 % or below: it has not shown that it does better than a coin.")
+        summary += (f" The candidate best on the selection set ({_pct(sel['selection_accuracy'])}), {sel['name']}, "
+                    f"agrees with people on the report set on {_pct(sel['accuracy'])} "
+                    f"(95 % CI {_pct(sel['ci_low'])} – {_pct(sel['ci_high'])}; ties {_pct(sel['tie_rate'], 0)}): "
+                    f"{verdict}; on the human-vs-LLM pairs ({_pct(sel['accuracy_human_vs_llm'])}) it is {llm} the "
+                    f"LLM-wins baseline. {chance}")
+        both = sel.get("ci_above_longer_wins") and sel.get("ci_above_llm_wins")
+        summary += (" Its whole report-set CI lies above both baselines' point estimates." if both else
+                    " Its report-set CI does not lie above both baselines' point estimates, so it has not shown "
+                    "that it sees more than those simple rules do.")
+        refused = [j["name"] for j in report["judges"] if j.get("refused")]
+        if refused:
+            summary += f" Never selected, because they tie most selection pairs or their orders disagree: {'; '.join(refused)}."
+        chosen = sel["name"]
+    for u in report.get("unavailable", []):
+        summary += f" Not measured: {KIND_LABELS.get(u['kind'], u['kind'])} ({u['reason']})."
+    adv = pd.DataFrame(report["adversarial"])
+    if len(adv):
+        raw = adv[adv["defense"] == "none"]
+        cleaned = adv[adv["defense"] == "stripping"]
+        adv_text = (f"Injected instructions flipped {_pct(raw['flips'].sum() / max(1, raw['eligible'].sum()), 0)} of "
+                    f"the verdicts they could flip without a defense and "
+                    f"{_pct(cleaned['flips'].sum() / max(1, cleaned['eligible'].sum()), 0)} with instruction stripping "
+                    f"(all judges and attacks pooled, {d['adversarial_pairs']} pairs). Stripping changed "
+                    f"{report['stripping_changed_clean_replies']['changed']} of the "
+                    f"{report['stripping_changed_clean_replies']['replies']} real replies in the validation pairs.")
+    else:
+        adv_text = "The injected-instruction check was not run (judge_validation.adversarial_pairs is 0)."
+    return {"validation_summary": summary, "selected_judge": chosen, "adversarial_summary": adv_text}
+
+
+def reliability_tables(report: dict) -> dict[str, pd.DataFrame]:
+    """Reliability of each judge that gives a probability, on the report set: this run's, or the
+    packaged measurement's when nothing was validated here."""
+    tables = report.get("reliability") or (report.get("packaged") or {}).get("reliability") or {}
+    return {name: pd.DataFrame(rows) for name, rows in tables.items()}
+
+
+def packaged_glue_values(measurement: dict) -> dict:
+    """The packaged measurement's figures, glued so the judges chapter can state the fallback
+    judge's measured accuracy, interval, date and commit whether or not this run had the data."""
+    from .offline import selected_from_packaged
+
+    sel = selected_from_packaged(measurement) or {}
+    d = measurement["data"]
+    refused = [c for c in measurement["candidates"] if c.get("refused") and c.get("refused") != "a baseline"]
+    values = {"offline_judge": sel.get("name", "none"), "offline_date": measurement["date"],
+              "offline_commit": measurement["git_commit"][:12], "offline_data_sha256": d["sha256"][:12],
+              "offline_selection_pairs": d["selection_pairs"], "offline_report_pairs": d["report_pairs"],
+              "offline_selection_dialogues": d["selection_dialogues"], "offline_report_dialogues": d["report_dialogues"],
+              "offline_subsampled": measurement.get("subsampled", ""), "offline_command": measurement.get("command", ""),
+              "offline_refused": "; ".join(f"{c['name']} ({c['refused']})" for c in refused) or "none"}
+    if sel:
+        values.update(offline_accuracy=100 * sel["accuracy"], offline_ci_low=100 * sel["ci_low"],
+                      offline_ci_high=100 * sel["ci_high"], offline_selection_accuracy=100 * sel["selection_accuracy"],
+                      offline_longer_wins=100 * sel["longer_wins"], offline_llm_wins=100 * sel["llm_wins"],
+                      offline_tie_rate=100 * (sel["tie_rate"] or 0.0),
+                      offline_beats_both=("lies" if sel["ci_above_longer_wins"] and sel["ci_above_llm_wins"]
+                                          else "does not lie"))
+    return values
+
+
+def report_set_glue_values(report: dict) -> dict:
+    """The selected judge's report-set figures (``selected.*`` of the report: this run's choice, or
+    the packaged one), glued under the same keys whether or not anything was measured."""
+    sel = report.get("selected") or {}
+    if not sel:
+        return {"judge_source": "none", "judge_report_summary": "whose agreement with people was not measured"}
+    where = ("this run's validation" if sel.get("source") != "packaged measurement"
+             else f"the packaged measurement of {sel.get('measured_on')}")
+    both = sel.get("ci_above_longer_wins") and sel.get("ci_above_llm_wins")
+    return {"judge_source": sel.get("source", ""), "judge_set": sel.get("set", "report"),
+            "judge_report_accuracy": 100 * sel["accuracy"], "judge_report_ci_low": 100 * sel["ci_low"],
+            "judge_report_ci_high": 100 * sel["ci_high"], "judge_report_pairs": sel["pairs"],
+            "judge_ci_above_both_baselines": "yes" if both else "no",
+            "judge_report_summary": (f"which agreed with people on {_pct(sel['accuracy'])} of {sel['pairs']} report-set "
+                                     f"pairs (95 % CI {_pct(sel['ci_low'])} – {_pct(sel['ci_high'])}; {where})")}
