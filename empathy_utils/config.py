@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import yaml
 
+from .dbt.settings import DBTSettings, dbt_checks
 from .errors import ConfigError
 
 # Every stage, in execution order; a profile runs the subset listed in run.stages.
-STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
+STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride", "dbt")
 CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
 # Replies that come with LLMs-vs-Humans test dialogues: usable as opponents without generating anything.
@@ -399,6 +400,8 @@ class StudyConfig:
     grid: list[dict] = field(default_factory=list)
     pride: PrideSettings = field(default_factory=PrideSettings)
     judge_validation: JudgeValidationSettings = field(default_factory=JudgeValidationSettings)
+    # The DBT method (Son & So): its own section, defined beside the method (empathy_utils/dbt/settings.py).
+    dbt: DBTSettings = field(default_factory=DBTSettings)
 
     # ------------------------------------------------------------------ building and validating
     @classmethod
@@ -485,6 +488,7 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
     if not cfg.run.name or "/" in cfg.run.name:
         errors.append(f"run.name: must be a non-empty folder name (got {cfg.run.name!r})")
     errors += _pride_checks(cfg.pride)
+    errors += dbt_checks(cfg.dbt)
     return errors
 
 
@@ -846,6 +850,7 @@ __all__ = [
     "JudgeSettings",
     "JudgeValidationSettings",
     "VariantsSettings",
+    "DBTSettings",
     "variant_config",
     "grid_configs",
     "load_config",
