@@ -37,9 +37,10 @@ def teacher_messages(example: dict, kind: str) -> list[dict]:
 
 
 def generate_candidates(teacher: ChatBackend, examples: list[dict], per_prompt: int, max_new_tokens: int,
-                        temperature: float, seed: int, log: CandidateLog) -> list[dict]:
+                        temperature: float, seed: int, log: CandidateLog, on_truncated: str = "trim") -> list[dict]:
     """``per_prompt`` candidates per example and prompt kind: the first greedy, the others sampled
-    (seed + k). Replies cut at the limit are trimmed to their last sentence; unusable ones are kept
+    (seed + k). Replies cut at the limit follow ``on_truncated`` (the teacher section's policy: trim
+    to the last sentence, keep, or drop); unusable ones are kept
     in the list with ``usable: False`` so the card can count them."""
     out = []
     for kind in CANDIDATE_PROMPTS:
@@ -51,8 +52,8 @@ def generate_candidates(teacher: ChatBackend, examples: list[dict], per_prompt: 
             for e, conv, a in zip(examples, convs, answers):
                 text = clean_reply(a.text)
                 flags = check_reply(text, a.finish_reason, None, conv[-1]["content"])
-                if "truncated" in flags:
-                    text = trim_to_sentence(text)
+                if "truncated" in flags and on_truncated != "keep":
+                    text = trim_to_sentence(text) if on_truncated == "trim" else ""
                     flags = flags if text else ["empty", "truncated"]
                 log.flags.update(flags)
                 ok = usable(flags)
