@@ -464,15 +464,14 @@ def results_figure(metrics: pd.DataFrame, wins: pd.DataFrame, judge_name: str, l
     return fig
 
 
-def example_table(cfg: StudyConfig, run_dir: str | Path, index: int = 0) -> pd.DataFrame | None:
+def example_table(cfg: StudyConfig, run_dir: str | Path, index: int = 0) -> pd.DataFrame:
     """One test conversation and each row's reply — only for the project's own corpus (research data
     is never shown)."""
     if cfg.dbt.source != "embedded":
-        return None
+        return pd.DataFrame([{"who": "—", "text": "ESConv is research data: its conversations are not shown."}]
+                            ).set_index("who")
     paths = DBTPaths(run_dir)
     test = _read(paths.examples("test"))
-    if not test:
-        return None
     e = test[min(index, len(test) - 1)]
     rows = [{"who": "conversation so far", "text": render(e["history"])},
             {"who": "reference (the corpus's supporter turn)", "text": e["reference"]}]
