@@ -152,3 +152,24 @@ def test_an_esconv_dialogue_with_no_supporter_turn_is_a_counted_drop(tmp_path):
     counts = Counter()
     examples = make_examples(dialogues, 6, last_only=True, counts=counts)
     assert len(examples) == 1 and counts["no_supporter_turn"] == 1
+
+
+def test_esconv_gives_multi_turn_examples_from_its_own_split():
+    import os
+    from pathlib import Path
+
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.dbt.conversations import load_splits
+
+    data = os.environ.get("EMPATHY_DATA_DIR")
+    if not data or not (Path(data) / "esconv" / "train.json").exists():
+        pytest.skip("ESConv not available (set EMPATHY_DATA_DIR)")
+    settings = StudyConfig.from_dict({"dbt": {"source": "esconv", "train_dialogues": 12, "test_dialogues": 5}}).dbt
+    splits, info = load_splits(settings, seed=4, data_dir=data)
+    assert info["dialogues"] == {"train": 12, "valid": 195, "test": 5} and set(info["sha256"]) == {"train", "valid", "test"}
+    counts = Counter()
+    examples = make_examples(splits["train"], 6, counts=counts)
+    assert counts["examples"] == len(examples) > 12
+    for e in examples:
+        assert e["history"][0]["speaker"] == "seeker" and e["history"][-1]["speaker"] == "seeker"
+        assert len(e["history"]) <= 6 and student_messages(e)[-1]["role"] == "user"
