@@ -139,3 +139,14 @@ def test_candidates_come_from_both_prompts_and_empty_replies_are_dropped():
     assert len(cands) == 2 * 2 * 2 and log.calls == 8 == backend.calls
     assert {(c["kind"], c["usable"]) for c in cands} == {("dbt", True), ("plain", False)}
     assert log.dropped == 4 and log.flags["empty"] == 4
+
+
+def test_a_dbt_candidate_that_copies_the_stage_list_is_an_unusable_echo():
+    listing = ("1. Listening: Show that you've taken in what they said.\n"
+               "2. Reflecting accurately: Put what they told you in your own words.")
+    backend = ScriptedBackend(lambda conv: listing if "dialectical" in conv[-1]["content"] else "That sounds hard for you.")
+    log = CandidateLog()
+    cands = generate_candidates(backend, [_example("a")], per_prompt=1, max_new_tokens=40, temperature=0.8, seed=1,
+                                log=log)
+    assert [(c["kind"], c["usable"]) for c in cands] == [("dbt", False), ("plain", True)]
+    assert "echo" in cands[0]["flags"] and log.flags["echo"] == 1 and log.dropped == 1

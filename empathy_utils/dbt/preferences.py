@@ -6,6 +6,7 @@ unparsed labels), give no pair — each such drop is counted on the card."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -17,6 +18,13 @@ from .labels import stages_met
 
 # The two ways the teacher is asked: with the four DBT stages spelled out, and with the study's P0.
 CANDIDATE_PROMPTS = {"dbt": "dbt-response", "plain": BASE_PROMPT_ID}
+# The DBT prompt's own stage headings; a small teacher often copies the list instead of replying.
+_STAGE_HEADING = re.compile(r"(?im)^\W*\d*\.?\s*(listening|reflecting accurately|acknowledging emotions|genuine response)\s*:")
+
+
+def copies_stage_list(text: str) -> bool:
+    """Does the reply reproduce the prompt's list of stages (two headings or more) rather than reply?"""
+    return len({m.lower() for m in _STAGE_HEADING.findall(text)}) >= 2
 
 
 @dataclass
@@ -55,6 +63,8 @@ def generate_candidates(teacher: ChatBackend, examples: list[dict], per_prompt: 
                 if "truncated" in flags and on_truncated != "keep":
                     text = trim_to_sentence(text) if on_truncated == "trim" else ""
                     flags = flags if text else ["empty", "truncated"]
+                if kind == "dbt" and copies_stage_list(text) and "echo" not in flags:
+                    flags = flags + ["echo"]  # the prompt's stage list, not a reply: unusable, counted
                 log.flags.update(flags)
                 ok = usable(flags)
                 log.dropped += not ok
