@@ -70,6 +70,11 @@ def test_preference_data_counts_and_both_labellers(dbt_run):
     assert len(pairs) == p["pairs"] and pairs[0]["chosen"][0]["content"].startswith("It sounds like")
     assert pairs[0]["rejected"][0]["content"] == POOR and pairs[0]["prompt"][-1]["role"] == "user"
     assert len(load_from_disk(str(paths.dpo_on_base.dpo_data))) == len(pairs)
+    from empathy_utils.config import load_config
+
+    for folder in (paths.sft_then_dpo, paths.dpo_on_base):  # ready for `accelerate launch` with the dbt settings
+        assert load_config(folder.params).sft.max_steps == cfg.dbt.sft_max_steps == 2
+    assert (paths.dpo_on_base.sft_model / "adapter_config.json").exists()
     sft = load_from_disk(str(paths.sft_then_dpo.sft_data))
     assert len(sft) == card["examples"]["train"] and sft[0]["messages"][-1]["role"] == "assistant"
 
@@ -140,3 +145,22 @@ def test_evaluation_on_replies_whose_metric_is_known(dbt_run):
     assert (run_dir / "figures" / "dbt_rows.png").exists()
     example = stage.example_table(cfg, run_dir)
     assert example.loc["+SFT+DPO reply", "text"].startswith("It sounds like")
+
+
+def test_the_training_folders_serve_the_accelerate_entry_point(dbt_run):
+    """`python -m empathy_utils.training` (what `accelerate launch` runs) on a DBT training folder finds the
+    stage's adapter under the same fingerprint: the same settings and data, whichever way it was trained."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cfg, run_dir, _ = dbt_run
+    stage.train_rows(cfg, run_dir)  # trained (or reused) by the stage
+    folder = DBTPaths(run_dir).dpo_on_base.root
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "empathy_utils.training", "dpo", "--params", str(folder / "params.yaml"),
+                           "--run-dir", str(folder)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1])["reused"] is True

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import yaml
 
 from ..artifacts import RunPaths
 from ..backends import Sampling
@@ -183,11 +184,14 @@ def prepare_data(cfg: StudyConfig, run_dir: str | Path) -> dict:
         raise StudyError(f"DBT: no preference pair survived ({pair_counts}); see {paths.card}. With the "
                          f"'{d.labeller}' labeller every context was a tie or unlabelled: try dbt.labeller, more "
                          "dbt.candidates_per_prompt or another teacher")
+    tcfg = training_config(cfg)
     for target in (sft_paths, paths.dpo_on_base):
         Dataset.from_list(pairs).save_to_disk(str(target.dpo_data))
-        for folder in (target.data,):
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "README.md").write_text(card_markdown(card))
+        (target.data / "README.md").write_text(card_markdown(card))
+        # Each training folder is complete for `accelerate launch -m empathy_utils.training sft|dpo
+        # --params <folder>/params.yaml --run-dir <folder>`; the stage then reuses what it trained.
+        target.params.write_text(yaml.safe_dump(tcfg.to_dict(), sort_keys=False))
+    save_untrained_adapter(tcfg, paths.dpo_on_base.sft_model)
     return card
 
 
