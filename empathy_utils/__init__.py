@@ -72,6 +72,20 @@ _LAZY = {
     "pride_training_table": "pride",
     "pride_reply_glue": "presentation",
     "load_esconv": "esconv",
+    "run_dbt": "dbt.stage",
+    "dbt_data": "dbt.stage",
+    "dbt_train": "dbt.stage",
+    "dbt_generate": "dbt.stage",
+    "dbt_evaluate": "dbt.stage",
+    "dbt_card_table": "dbt.stage",
+    "dbt_agreement_table": "dbt.stage",
+    "dbt_rows_table": "dbt.stage",
+    "dbt_paper_table": "dbt.stage",
+    "dbt_side_by_side": "dbt.stage",
+    "dbt_example": "dbt.stage",
+    "dbt_glue_facts": "dbt.stage",
+    "dbt_describe": "dbt.stage",
+    "paper_facts": "dbt.paper",
 }
 
 

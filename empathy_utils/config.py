@@ -32,12 +32,13 @@ from .config_loader import (  # noqa: F401  (re-exported: the loader's public na
     profile_path,
     read_params,
 )
+from .dbt.settings import DBTSettings, dbt_checks
 from .errors import ConfigError
 from .prompts import strategy_names
 from .sources import dialogue_source_names
 
 # Every stage, in execution order; a profile runs the subset listed in run.stages.
-STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride")
+STAGES = ("datasets", "sft", "dpo", "generate", "validate-judges", "judge", "variants", "pride", "dbt")
 CORE_STAGES = ("datasets", "sft", "dpo", "generate", "judge")
 SOURCE_LLMS = ("gpt4", "llama2", "gemini", "mixtral")
 # Replies that come with LLMs-vs-Humans test dialogues: usable as opponents without generating anything.
@@ -637,6 +638,9 @@ class StudyConfig:
     judge_validation: JudgeValidationSettings = field(default_factory=JudgeValidationSettings, metadata={"help": (
         "Candidate judges against human ratings (stage validate-judges)."
     )})
+    dbt: DBTSettings = field(default_factory=DBTSettings, metadata={"help": (
+        "The DBT method (Son & So): its own section, defined beside the method (empathy_utils/dbt/settings.py)."
+    )})
 
     # ------------------------------------------------------------------ building and validating
     @classmethod
@@ -738,6 +742,7 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
     if not cfg.run.name or "/" in cfg.run.name:
         errors.append(f"run.name: must be a non-empty folder name (got {cfg.run.name!r})")
     errors += _pride_checks(cfg.pride)
+    errors += dbt_checks(cfg.dbt)
     return errors
 
 
@@ -909,6 +914,7 @@ __all__ = [
     "JudgeSettings",
     "JudgeValidationSettings",
     "VariantsSettings",
+    "DBTSettings",
     "variant_config",
     "grid_configs",
     "load_config",

@@ -33,6 +33,7 @@ STAGE_NOTEBOOKS = {
     "judge": "06_judge.ipynb",
     "variants": "07_variants.ipynb",
     "pride": "08_pride.ipynb",
+    "dbt": "09_dbt.ipynb",
 }
 # The params each stage reads (a stage also depends on everything its predecessors read).
 STAGE_SECTIONS = {
@@ -44,6 +45,7 @@ STAGE_SECTIONS = {
     "judge": ["judge"],
     "variants": ["variants"],
     "pride": ["pride"],
+    "dbt": ["dbt"],
 }
 
 
@@ -78,6 +80,13 @@ def preflight(cfg: StudyConfig) -> dict[str, str]:
         from .esconv import esconv_path, load_esconv
 
         for split in ("train", "test"):  # PRIDE on ESConv: validate now, record checksums
+            esconv = esconv_path(split, cfg.data.data_dir or None)
+            load_esconv(split, path=esconv)
+            files[str(esconv)] = sha256_file(esconv)
+    if "dbt" in cfg.run.stages and cfg.dbt.source == "esconv":
+        from .esconv import esconv_path, load_esconv
+
+        for split in ("train", "valid", "test"):  # DBT on ESConv: validate now, record checksums
             esconv = esconv_path(split, cfg.data.data_dir or None)
             load_esconv(split, path=esconv)
             files[str(esconv)] = sha256_file(esconv)
@@ -218,7 +227,7 @@ BOOK_RUN_FOLDER = Path("book") / "run"
 
 
 # Prose chapters that cite a stage's notebook, by the stage they need.
-CHAPTER_NEEDS = {"book/results": "judge", "book/judges": "validate-judges", "book/pride": "pride"}
+CHAPTER_NEEDS = {"book/results": "judge", "book/judges": "validate-judges", "book/pride": "pride", "book/dbt": "dbt"}
 
 
 def stage_book_run(run_dir: Path, root: Path) -> Path:

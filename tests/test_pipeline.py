@@ -115,3 +115,11 @@ def test_source_notebooks_are_thin_and_carry_no_outputs():
             assert not any(isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) for n in ast.walk(tree)), \
                 f"{name}: logic belongs in empathy_utils, not in a notebook"
         assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.slow
+def test_the_dbt_chapter_shows_its_rows_beside_the_papers(tiny_run):
+    _, run_dir, html, _ = tiny_run
+    text = re.sub(r"<[^>]+>", " ", (html / "book" / "dbt.html").read_text())
+    assert "their numbers" in text and "Llama-3-8B" in text and "+SFT+DPO" in text and "tiny random Llama" in text
+    assert (html / "book" / "run" / "09_dbt.html").exists() and (run_dir / "figures" / "dbt_rows.png").exists()
