@@ -220,11 +220,16 @@ def execute_conclusions(run_dirs: list[Path], root: Path) -> Path:
     out = root / BOOK_RUN_FOLDER / ANSWERS_PAGE
     try:
         pm.execute_notebook(str(notebooks_dir() / CONCLUSIONS_NOTEBOOK), str(out),
-                            parameters={"runs": [str(d) for d in run_dirs]}, kernel_name="python3",
+                            parameters={"runs": [_shown(d) for d in run_dirs]}, kernel_name="python3",
                             cwd=str(repo_root()), progress_bar=False, request_save_on_cell_execute=False)
     except pm.PapermillExecutionError as exc:
         raise StudyError(f"the conclusions notebook failed: {exc.ename}: {exc.evalue} (see {out})") from None
     return out
+
+
+def _shown(run_dir: Path) -> str:
+    """A run folder as the answers page prints it: relative to the repository when inside it."""
+    return str(run_dir.relative_to(repo_root())) if run_dir.is_relative_to(repo_root()) else str(run_dir)
 
 
 def _absolute(run_dir) -> Path:

@@ -49,6 +49,7 @@ class RunResult:
 @dataclass
 class StudyResults:
     core: RunResult | None = None        # the judge stage: students against the base student
+    core_other_data: list[RunResult] = field(default_factory=list)  # the same on other data (LLMs-vs-Humans)
     variants: list[RunResult] = field(default_factory=list)  # the method x strategy grids
     pride: RunResult | None = None
     dbt: RunResult | None = None
@@ -68,17 +69,18 @@ def _accuracy(run_dir: Path, judge: str):
 def load_results(run_dirs: list[str | Path]) -> StudyResults:
     """The result files of the book's runs: for each question, the first run (in the book's order)
     whose stage wrote it; every grid of variants."""
-    out = StudyResults()
+    out, judged = StudyResults(), []
     for run_dir in map(Path, run_dirs):
         manifest = read_manifest(run_dir)
         name = manifest.get("params", {}).get("run", {}).get("name") or run_dir.name
         out.runs.append(name)
         done = _stages_done(run_dir)
         results = RunPaths(run_dir).results
-        if out.core is None and "judge" in done and (results / "winrates.json").exists():
+        if "judge" in done and (results / "winrates.json").exists():
             table = pd.DataFrame(json.loads((results / "winrates.json").read_text()))
             judge = str(table["judge"].iloc[0])
-            out.core = RunResult(name, table, judge, _accuracy(run_dir, judge), {"setting": _setting(run_dir, table)})
+            judged.append(RunResult(name, table, judge, _accuracy(run_dir, judge),
+                                    {"setting": _setting(run_dir, table), "method_run": bool(done & {"pride", "dbt"})}))
         if "variants" in done and (results / "variants.csv").exists():
             table = pd.read_csv(results / "variants.csv")
             judge = str(table["judge"].iloc[0])
@@ -93,6 +95,17 @@ def load_results(run_dirs: list[str | Path]) -> StudyResults:
             report = json.loads(dbt.read_text())
             out.dbt = RunResult(name, pd.DataFrame(report["winrates"]), report["judge"],
                                 _accuracy(run_dir, report["judge"]), {"metrics": pd.DataFrame(report["metrics"])})
+    # The core question, from the first judged run on each data source; the PRIDE and DBT runs' own
+    # core stages are shrunk smoke runs, so they answer it only when no other run does.
+    plain = [r for r in judged if not r.extra["method_run"]] or judged
+    sources: set = set()
+    for r in plain:
+        if r.extra["setting"]["data"] not in sources:
+            sources.add(r.extra["setting"]["data"])
+            if out.core is None:
+                out.core = r
+            else:
+                out.core_other_data.append(r)
     return out
 
 
@@ -145,6 +158,12 @@ def _caveat(accuracy) -> str:
 def _row(table: pd.DataFrame, candidate: str, opponent: str):
     hit = table[(table["candidate"] == candidate) & (table["opponent"] == opponent)]
     return None if hit.empty else hit.iloc[0]
+
+
+def pair_answers(results: StudyResults, candidate: str, opponent: str, who: str, whom: str) -> str:
+    """The pair's answer in the core run, and in each run on other data."""
+    return " ".join(pair_answer(r, candidate, opponent, who, whom)
+                    for r in [results.core, *results.core_other_data])
 
 
 def pair_answer(result: RunResult | None, candidate: str, opponent: str, who: str, whom: str) -> str:
@@ -327,7 +346,7 @@ def setting_answer(result: RunResult | None) -> str:
 def judges_answer(results: StudyResults) -> str:
     """Each answering run's judge and its validated accuracy (the sentence every win rate carries)."""
     seen, lines = set(), []
-    for r in [results.core, *results.variants, results.pride, results.dbt]:
+    for r in [results.core, *results.core_other_data, *results.variants, results.pride, results.dbt]:
         if r is None or (r.run, r.judge) in seen:
             continue
         seen.add((r.run, r.judge))
@@ -341,8 +360,8 @@ def answers(results: StudyResults) -> dict[str, str]:
 
     return {
         "runs_in_book": ", ".join(results.runs),
-        "q_sft_dpo_vs_base": pair_answer(results.core, "dpo", "base", "the SFT→DPO student", "the base student"),
-        "q_dpo_vs_sft": pair_answer(results.core, "dpo", "sft", "the SFT→DPO student", "the SFT student"),
+        "q_sft_dpo_vs_base": pair_answers(results, "dpo", "base", "the SFT→DPO student", "the base student"),
+        "q_dpo_vs_sft": pair_answers(results, "dpo", "sft", "the SFT→DPO student", "the SFT student"),
         "q_targeted_vs_naive": targeted_answer(results.variants),
         "q_best_prompt_set": best_answer(results.variants),
         "q_best_method": method_answer(results.variants),

@@ -119,24 +119,36 @@ def test_dbt_counts_the_metrics_that_move_the_papers_way():
     assert "cannot be told apart" in text
 
 
-def test_load_results_reads_each_question_from_the_run_that_holds_it(tmp_path):
+def _fake_run(folder, name, stages, source="embedded-corpus"):
     from empathy_utils.artifacts import write_manifest
 
-    core, pride = tmp_path / "core", tmp_path / "pride-run"
-    for folder, name, stages in ((core, "core", ["judge"]), (pride, "pr", ["judge", "pride"])):
-        (folder / "results").mkdir(parents=True)
-        write_manifest(folder, {"params": {"run": {"name": name, "seed": 1}}, "stages": {s: {"status": "ok"}
-                                                                                        for s in stages}})
-        (folder / "results" / "winrates.json").write_text(_pairs([("dpo", "base", 0.6, 0.5, 0.7)]).to_json(
-            orient="records"))
+    (folder / "results").mkdir(parents=True)
+    write_manifest(folder, {"params": {"run": {"name": name, "seed": 1}, "data": {"source": source}},
+                            "stages": {s: {"status": "ok"} for s in stages}})
+    (folder / "results" / "winrates.json").write_text(_pairs([("dpo", "base", 0.6, 0.5, 0.7)]).to_json(
+        orient="records"))
+    return folder
+
+
+def test_load_results_reads_each_question_from_the_run_that_holds_it(tmp_path):
+    pride = _fake_run(tmp_path / "pride-run", "pr", ["judge", "pride"])
     (pride / "pride" / "results").mkdir(parents=True)
     (pride / "pride" / "results" / "winrates.json").write_text(
         json.dumps(_pairs([("pride", "base", 0.6, 0.5, 0.7)]).to_dict("records")))
-    results = c.load_results([core, pride])
-    assert results.runs == ["core", "pr"]
-    assert results.core.run == "core"
+    core = _fake_run(tmp_path / "core", "core", ["judge"])
+    lvh = _fake_run(tmp_path / "lvh", "lvh", ["judge"], source="llms-vs-humans")
+    results = c.load_results([pride, core, lvh])
+    assert results.runs == ["pr", "core", "lvh"]
+    assert results.core.run == "core"  # not the PRIDE run's shrunk core stages
+    assert [r.run for r in results.core_other_data] == ["lvh"]
     assert results.pride.run == "pr"
     assert results.dbt is None and results.variants == []
+    assert "In the run lvh" in c.answers(results)["q_sft_dpo_vs_base"]
+
+
+def test_a_method_run_answers_the_core_question_when_no_other_run_does(tmp_path):
+    results = c.load_results([_fake_run(tmp_path / "p", "pr", ["judge", "pride"])])
+    assert results.core.run == "pr"
 
 
 @pytest.mark.parametrize("key", ["claim_xie_base", "claim_xie_targeted", "claim_son_so", "claim_pride"])
