@@ -252,6 +252,9 @@ def build_book(run_dirs, root: str | os.PathLike | None = None, strict: bool = T
     else:
         stage_book_runs(run_dirs, root, log=log)
     execute_conclusions(run_dirs, root)
+    html = root / "_build" / "html"
+    if html.exists():  # no page of an earlier book (another run, another set of runs) is left behind
+        shutil.rmtree(html)
     jupyter_book = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
     # --all: a fresh build every time; pages cite notebooks that change from run to run.
     cmd = jupyter_book + ["build", str(root), "--all", "--toc", str(root / BOOK_RUN_FOLDER / "_toc.yml")]
@@ -262,7 +265,6 @@ def build_book(run_dirs, root: str | os.PathLike | None = None, strict: bool = T
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise StudyError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
-    html = root / "_build" / "html"
     log(f"book: {html / 'index.html'}")
     return html
 

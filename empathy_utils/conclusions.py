@@ -30,8 +30,8 @@ TARGETED_NOTE = "naive"  # the untargeted prompt set; every other strategy is a 
 
 def missing_sentence(part: str) -> str:
     stage, profile = MISSING[part]
-    return (f"Not answered in this book: none of its runs has the {stage} stage. The run of the `{profile}` "
-            f"profile answers it (`empathy-study run --profile {profile}`, then build the book with it).")
+    return (f"Not answered in this book: none of its runs has the {stage} stage. The run of the {profile} "
+            f"profile answers it: empathy-study run --profile {profile}, then build the book with it.")
 
 
 # --------------------------------------------------------------------------------- the results
@@ -218,7 +218,7 @@ def targeted_answer(grids: list[RunResult]) -> str:
                 f"cannot be told apart from it." + _caveat(grid.accuracy))
     if not sentences:
         return ("No grid of this book has both the naive prompt set and a targeted one for the same method; "
-                "the `study` profile's run has them (`empathy-study run --profile study`).")
+                "the study profile's run has them (empathy-study run --profile study).")
     return " ".join(sentences)
 
 
@@ -255,7 +255,7 @@ def method_answer(grids: list[RunResult]) -> str:
             only = tops.iloc[0]["method"]
             sentences.append(f"The run {grid.run} has only {only} datasets, so it cannot compare methods: M1 (rated "
                              "replies) and M2 (improving the human's reply) need LLMs-vs-Humans, which the embedded "
-                             "corpus is not; with $EMPATHY_DATA_DIR set, the `study-llms-vs-humans` run compares them.")
+                             "corpus is not; with $EMPATHY_DATA_DIR set, the study-llms-vs-humans run compares them.")
             continue
         first, second = tops.iloc[0], tops.iloc[1]
         verdict = ahead(first[f"{s}_ci_low"], first[f"{s}_ci_high"], second[f"{s}_ci_low"], second[f"{s}_ci_high"])

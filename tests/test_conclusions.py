@@ -49,10 +49,10 @@ def test_a_judge_not_shown_to_beat_chance_is_no_finding():
 
 def test_a_missing_run_names_the_run_that_would_answer():
     values = c.answers(c.StudyResults())
-    assert "`empathy-study run --profile default`" in values["q_sft_dpo_vs_base"]
-    assert "`empathy-study run --profile study`" in values["q_targeted_vs_naive"]
-    assert "`empathy-study run --profile pride`" in values["q_pride"]
-    assert "`empathy-study run --profile dbt`" in values["q_dbt"]
+    assert "empathy-study run --profile default," in values["q_sft_dpo_vs_base"]
+    assert "empathy-study run --profile study," in values["q_targeted_vs_naive"]
+    assert "empathy-study run --profile pride," in values["q_pride"]
+    assert "empathy-study run --profile dbt," in values["q_dbt"]
 
 
 def test_a_comparison_the_run_did_not_judge_says_how_to_add_it():
