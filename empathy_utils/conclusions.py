@@ -382,4 +382,5 @@ def answers_table(values: dict[str, str]) -> pd.DataFrame:
                  "q_best_method": "Which method distils best?",
                  "q_pride": "Does PRIDE beat its baselines and ablations?",
                  "q_dbt": "Does DBT-grounded SFT+DPO move the DBT paper's metrics?"}
-    return pd.DataFrame({"question": list(questions.values()), "answer": [values[k] for k in questions]})
+    return pd.DataFrame({"answer": [values[k] for k in questions]},
+                        index=pd.Index(list(questions.values()), name="question"))

@@ -154,3 +154,10 @@ def test_a_method_run_answers_the_core_question_when_no_other_run_does(tmp_path)
 @pytest.mark.parametrize("key", ["claim_xie_base", "claim_xie_targeted", "claim_son_so", "claim_pride"])
 def test_every_paper_claim_is_glued(key):
     assert key in c.answers(c.StudyResults())
+
+
+def test_the_answers_table_has_one_row_per_question():
+    table = c.answers_table(c.answers(c.StudyResults()))
+    assert table.index.name == "question"
+    assert len(table) == 7
+    assert table.loc["Does PRIDE beat its baselines and ablations?", "answer"].startswith("Not answered")
