@@ -1,4 +1,5 @@
 # Two commands from a fresh clone:  make study  (the default run and the book)  ·  make test
+# The whole study in one book (several runs, far longer than the default):  make study PROFILE=study
 # Both create or reuse the virtual environment .venv and install the pinned stack into it.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ export HF_DATASETS_OFFLINE ?= 1
 .PHONY: study test install run book clean-runs
 .PHONY: lab
 
-study: install                       ## run the default profile and build the book into _build/html
+study: install                       ## run a profile (default; PROFILE=study: every run of the study) and build its book into _build/html
 	$(BIN)/empathy-study run --profile $(PROFILE)
 	$(BIN)/empathy-study book --run $(PROFILE)
 

@@ -27,6 +27,42 @@ XIE_2025 = {
 }
 
 
+# The papers' headline claims, which the conclusions chapter sets beside this study's answers.
+# Xie et al.'s per-model tables are not public: only these headlines (win rates over their 250 test
+# dialogues, judged by GPT-4o and by Gemini).
+XIE_2025_CLAIMS = {
+    "win_rate_vs_base": 0.90,       # SFT->DPO students beat the base SLM "above 90 %"
+    "targeted_gain_points": 10,     # targeted prompts beat the naive (direct) prompt by "more than 10 points"
+    "teacher": "GPT-4o",
+    "students": "Llama-3.1-8B and Mistral-7B",
+    "judges": "GPT-4o and Gemini",
+}
+# Son & So, Table 1: for each of Llama-3-8B, Mistral-7B and Gemma-7B, +SFT+DPO scores above the base
+# model on BLEU-4, ROUGE-L and Distinct, and below it on their own (undefined) DBT metric.
+SON_SO_TABLE1_DIRECTION = {"BLEU-4": "up", "ROUGE-L": "up", "Distinct": "up", "their DBT metric": "down",
+                           "models": "Llama-3-8B, Mistral-7B and Gemma-7B"}
+# PRIDE (Wu, Zhu & Wang 2026): the abstract's claim; it gives no number.
+PRIDE_ABSTRACT_CLAIM = ("its student is competitive with, and sometimes better than, larger teachers in accuracy "
+                        "and semantic relevance, on multi-modal and text-only empathetic dialogue")
+
+
+def claim_sentences() -> dict:
+    """The papers' claims as the conclusions chapter glues them (each cited in the chapter's prose)."""
+    x = XIE_2025_CLAIMS
+    d = SON_SO_TABLE1_DIRECTION
+    metrics = [m for m in d if m != "models"]
+    return {
+        "claim_xie_base": (f"Xie et al. report that students fine-tuned SFT→DPO on targeted-prompt datasets beat "
+                           f"the base student with a win rate above {100 * x['win_rate_vs_base']:.0f} % ({x['teacher']} "
+                           f"teacher; {x['students']} students; judged by {x['judges']})."),
+        "claim_xie_targeted": (f"Xie et al. report that targeted prompts beat the naive prompt by more than "
+                               f"{x['targeted_gain_points']} points of win rate."),
+        "claim_son_so": (f"Son & So's Table 1 shows +SFT+DPO moving each metric the same way for all three of "
+                         f"their models ({d['models']}): " + ", ".join(f"{m} {d[m]}" for m in metrics) + "."),
+        "claim_pride": f"The PRIDE abstract reports that {PRIDE_ABSTRACT_CLAIM}.",
+    }
+
+
 def scientific(value: float) -> str:
     """``5e-05`` -> ``"5e-5"``, ``0.0002`` -> ``"2e-4"``: learning rates as papers write them."""
     mantissa, exponent = f"{value:e}".split("e")

@@ -1,7 +1,7 @@
 """``empathy-study``: the command line of the study.
 
     empathy-study run --profile default [--set sft.epochs=1 ...] [--stages sft dpo] [--force] [--book]
-    empathy-study book --run default
+    empathy-study book --run default [--run pride ...]   (or a profile with a book: list)
     empathy-study validate --profile llms-vs-humans
     empathy-study data stats --data-dir ../shared/data
     empathy-study judge --pairs IN.jsonl --out OUT.jsonl [--judge NAME]
@@ -41,13 +41,17 @@ def cmd_run(args) -> int:
 
     path = profile_path(args.profile)
     cfg = load_config(path, args.set)
-    runs = grid_configs(cfg)  # every run of the file is validated before the first one starts
+    runs = [(run, str(path)) for run in grid_configs(cfg)]  # all validated before the first one starts
+    if cfg.book:  # and the runs its book holds (each profile's own settings, in its own folder)
+        from .book import book_entry_runs
+
+        runs += [(run, str(profile_path(entry["profile"]))) for entry, run in book_entry_runs(cfg)]
     if args.run_name:
         if len(runs) > 1:
-            raise StudyError("--run-name names one run; this params file is a grid of several")
-        runs[0].run.name = args.run_name
-    for run in runs:
-        run_dir = run_study(run, params_source=str(path), stages=args.stages, force=args.force)
+            raise StudyError("--run-name names one run; this params file is a grid of several (or has a book: list)")
+        runs[0][0].run.name = args.run_name
+    for run, source in runs:
+        run_dir = run_study(run, params_source=source, stages=args.stages, force=args.force)
         print(f"run folder: {run_dir}")
         if args.book:
             build_book(run_dir)
@@ -89,23 +93,10 @@ def pd_options():
 
 
 def cmd_book(args) -> int:
-    from .paths import repo_root
-    from .runner import build_book
+    from .book import build_book, resolve_book_runs
 
-    run = Path(args.run)
-    if not run.exists():
-        run = repo_root() / "runs" / args.run
-    if not run.exists():
-        from .config import load_config, profile_path
-        from .errors import ConfigError
-
-        try:  # a profile's name: its run folder (llms-vs-humans-grid shares llms-vs-humans')
-            run = repo_root() / load_config(profile_path(args.run)).run_dir
-        except ConfigError:
-            pass
-    if not run.exists():
-        raise StudyError(f"no run folder {args.run!r} (looked in runs/); run `empathy-study run --profile {args.run}` first")
-    build_book(run, root=args.root, strict=not args.no_strict)
+    runs = resolve_book_runs(args.run or ["default"])
+    build_book(runs[0] if len(runs) == 1 else runs, root=args.root, strict=not args.no_strict)
     return 0
 
 
@@ -227,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("book", help="render the Jupyter Book from an executed run")
-    p.add_argument("--run", default="default", help="run name (under runs/) or run folder")
+    p.add_argument("--run", action="append", metavar="RUN",
+                   help="run name (under runs/), run folder or profile (default: default); repeat it for a book "
+                        "of several runs, each under a part of its own; a profile with a book: list brings "
+                        "every run it lists")
     p.add_argument("--root", help="book source root (default: the repository)")
     p.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     p.set_defaults(func=cmd_book)

@@ -632,6 +632,11 @@ class StudyConfig:
         "A grid file describes several runs: each point is a mapping of \"section.key\": value applied to the "
         "rest of the file (e.g. another student or judge); each point is a run of its own."
     )})
+    book: list[dict] = field(default_factory=list, metadata={"help": (
+        "Other runs a book of this file holds after its own: each {profile: NAME}, optionally with "
+        "optional: true (left out, and said so, while that profile or its run is absent) or needs: "
+        "research-data (only with $EMPATHY_DATA_DIR set). `empathy-study run` runs them too."
+    )})
     pride: PrideSettings = field(default_factory=PrideSettings, metadata={"help": (
         "PRIDE: privileged-information distillation."
     )})
@@ -663,7 +668,9 @@ class StudyConfig:
 
     def params_hash(self) -> str:
         """Hash of the resolved parameters (what the manifest records and stages are keyed by)."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        params = self.to_dict()
+        params.pop("book")  # which runs a book shows changes no run
+        text = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -732,6 +739,7 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
             errors.append(f"{name}.base_url: required when {name}.backend is 'openai'")
     errors += _variant_errors(cfg)
     errors += _grid_errors(cfg)
+    errors += _book_errors(cfg)
     unknown = [s for s in cfg.run.stages if s not in STAGES]
     if unknown:
         errors.append(f"run.stages: unknown stage(s) {unknown}; the stages are {list(STAGES)}")
@@ -863,6 +871,25 @@ def _grid_errors(cfg: "StudyConfig") -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         errors.append(f"grid: run names {dupes} repeat; give each point its own run.name")
+    return errors
+
+
+BOOK_ENTRY_KEYS = {"profile", "optional", "needs"}
+
+
+def _book_errors(cfg: "StudyConfig") -> list[str]:
+    errors = []
+    for i, entry in enumerate(cfg.book):
+        if not isinstance(entry, dict) or not isinstance(entry.get("profile"), str) or not entry["profile"]:
+            errors.append(f"book[{i}]: expected a mapping with a profile name, e.g. {{profile: pride}}; got {entry!r}")
+            continue
+        unknown = set(entry) - BOOK_ENTRY_KEYS
+        if unknown:
+            errors.append(f"book[{i}]: unknown key(s) {sorted(unknown)}; the keys are {sorted(BOOK_ENTRY_KEYS)}")
+        if entry.get("needs", "research-data") != "research-data":
+            errors.append(f"book[{i}].needs: the only need is 'research-data' (got {entry['needs']!r})")
+        if not isinstance(entry.get("optional", False), bool):
+            errors.append(f"book[{i}].optional: true or false (got {entry['optional']!r})")
     return errors
 
 

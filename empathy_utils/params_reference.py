@@ -20,6 +20,7 @@ PAGE = Path("book") / "parameters.md"
 RUNNER_SECTIONS = {
     "run": "every stage (run.seed); the runner (name, stages, output_root)",
     "grid": "the runner: one run per point",
+    "book": "empathy-study run and book: the other runs this file's book holds",
 }
 
 

@@ -13,7 +13,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -230,73 +229,8 @@ BOOK_RUN_FOLDER = Path("book") / "run"
 CHAPTER_NEEDS = {"book/results": "judge", "book/judges": "validate-judges", "book/pride": "pride", "book/dbt": "dbt"}
 
 
-def stage_book_run(run_dir: Path, root: Path) -> Path:
-    """Copy a run's executed notebooks, figures and manifest to where the book's pages expect them,
-    and write the table of contents for the stages this run has."""
-    paths = RunPaths(run_dir)
-    target = root / BOOK_RUN_FOLDER
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    manifest = read_manifest(run_dir)
-    planned = manifest.get("params", {}).get("run", {}).get("stages") or list(STAGES)
-    done = {s for s, rec in manifest.get("stages", {}).items() if rec.get("status") == "ok"}
-    missing = [s for s in planned if s not in done]
-    if missing:
-        raise StudyError(f"{run_dir}: stage(s) {', '.join(missing)} have not finished; run them before building the book")
-    unsaved = [str(paths.notebooks / STAGE_NOTEBOOKS[s]) for s in planned if not (paths.notebooks / STAGE_NOTEBOOKS[s]).exists()]
-    if unsaved:
-        raise StudyError(f"{run_dir}: the executed notebook(s) {', '.join(unsaved)} are missing; a stage run with "
-                         "papermill by hand must write its output notebook there")
-    for stage in planned:
-        shutil.copy2(paths.notebooks / STAGE_NOTEBOOKS[stage], target / STAGE_NOTEBOOKS[stage])
-    write_toc(root, planned)
-    if paths.figures.exists():
-        shutil.copytree(paths.figures, target / "figures")
-        shared = root / "figures" / run_dir.name
-        if shared.exists():
-            shutil.rmtree(shared)
-        shutil.copytree(paths.figures, shared)
-    for src in (paths.manifest, paths.card):
-        if src.exists():
-            shutil.copy2(src, target / src.name)
-    return target
+def build_book(run_dirs, root=None, strict: bool = True, log=print) -> Path:
+    """Render the book from one run folder or a list of them (empathy_utils.book does the work)."""
+    from .book import build_book as _build_book
 
-
-def write_toc(root: Path, stages: list[str]) -> Path:
-    """book/_toc.yml without the pages of stages this run did not have -> book/run/_toc.yml."""
-    toc = yaml.safe_load((root / "book" / "_toc.yml").read_text())
-    absent = {f"book/run/{Path(nb).stem}" for s, nb in STAGE_NOTEBOOKS.items() if s not in stages}
-    absent |= {page for page, stage in CHAPTER_NEEDS.items() if stage not in stages}
-    for part in toc.get("parts", []):
-        part["chapters"] = [c for c in part["chapters"] if c.get("file") not in absent]
-    toc["parts"] = [p for p in toc.get("parts", []) if p["chapters"]]
-    out = root / BOOK_RUN_FOLDER / "_toc.yml"
-    out.write_text(yaml.safe_dump(toc, sort_keys=False))
-    return out
-
-
-def build_book(run_dir: str | os.PathLike, root: str | os.PathLike | None = None, strict: bool = True,
-               log=print) -> Path:
-    """Render the book from an executed run with Jupyter Book 1 (nothing is executed here)."""
-    import subprocess
-    import sys
-
-    root = Path(root) if root else repo_root()
-    run_dir = Path(run_dir)
-    if not run_dir.is_absolute():
-        run_dir = repo_root() / run_dir
-    stage_book_run(run_dir, root)
-    jupyter_book = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
-    # --all: a fresh build every time; pages cite notebooks that change from run to run.
-    cmd = jupyter_book + ["build", str(root), "--all", "--toc", str(root / BOOK_RUN_FOLDER / "_toc.yml")]
-    if strict:
-        cmd += ["-W", "-n", "--keep-going"]
-    log(f"building the book from {run_dir} ...")
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
-        raise StudyError(f"jupyter-book build failed (exit {proc.returncode}):\n{tail}")
-    html = root / "_build" / "html"
-    log(f"book: {html / 'index.html'}")
-    return html
+    return _build_book(run_dirs, root=root, strict=strict, log=log)
