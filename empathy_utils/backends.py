@@ -391,9 +391,9 @@ def make_backend(settings, cache_path: str | os.PathLike | None = None, batch_si
             settings.base_url,
             settings.model,
             api_key_env=settings.api_key_env,
-            max_concurrency=getattr(settings, "max_concurrency", 8),
-            timeout_seconds=getattr(settings, "timeout_seconds", 120.0),
-            max_retries=getattr(settings, "max_retries", 5),
+            max_concurrency=settings.max_concurrency,
+            timeout_seconds=settings.timeout_seconds,
+            max_retries=settings.max_retries,
         )
     else:  # validated earlier; kept for direct callers
         raise BackendError(f"unknown backend {settings.backend!r}")

@@ -116,12 +116,13 @@ class DataSettings:
 
 
 @dataclass
-class TeacherSettings:
-    """The model that writes or improves replies when a dataset method needs one."""
+class BackendSettings:
+    """How a model is reached, shared by the teacher, the judge and the judge candidates: a local model
+    in this process, or any OpenAI-compatible server (vLLM, transformers serve, an API)."""
 
     backend: Literal["local", "openai"] = param(
         "local",
-        "How the teacher is called: a local model in this process, or an OpenAI-compatible server.",
+        "A local model in this process, or an OpenAI-compatible server (vLLM, transformers serve, an API).",
     )
     model: str = param(
         "embedded:smollm2-135m-instruct",
@@ -133,12 +134,19 @@ class TeacherSettings:
         "Name of the environment variable holding the API key (openai backend only); the key itself is never "
         "written anywhere.",
     )
-    batch_size: int = param(16, "Conversations sent to the local teacher at once.")
+    batch_size: int = param(16, "Conversations sent to a local model at once.")
+    max_concurrency: int = param(8, "Requests in flight at once to a server (openai backend).")
+    timeout_seconds: float = param(120.0, "Seconds before a request to a server is abandoned and retried.")
+    max_retries: int = param(5, "Retries of a failed request to a server before the stage fails.")
+
+
+@dataclass
+class TeacherSettings(BackendSettings):
+    """The model that writes or improves replies when a dataset method needs one."""
+
+    batch_size: int = param(16, "Conversations sent to a local model at once.")
     max_new_tokens: int = param(96, "Longest teacher answer, in tokens.")
     temperature: float = param(0.0, "Sampling temperature of the teacher (0 = greedy).")
-    max_concurrency: int = param(8, "Requests in flight at once to a served teacher (openai backend).")
-    timeout_seconds: float = param(120.0, "Seconds before a request to a served teacher is abandoned and retried.")
-    max_retries: int = param(5, "Retries of a failed request to a served teacher before the stage fails.")
     on_truncated: Literal["trim", "keep", "drop"] = param(
         "trim",
         "Answers cut at max_new_tokens: trim to the last full sentence, keep as they are, or drop "
@@ -250,22 +258,9 @@ class GenerationSettings:
 
 
 @dataclass
-class JudgeSettings:
+class JudgeSettings(BackendSettings):
     """Pairwise judge. Each comparison is ``[candidate, opponent]``; win rates are the candidate's."""
 
-    backend: Literal["local", "openai"] = param(
-        "local",
-        "How a pairwise LLM judge is called: a local model, or an OpenAI-compatible server.",
-    )
-    model: str = param(
-        "embedded:smollm2-135m-instruct",
-        "The pairwise judge's model: a local spec, or the served model's name.",
-    )
-    base_url: str = param("", "Address of the OpenAI-compatible server (openai backend only).")
-    api_key_env: str = param(
-        "OPENAI_API_KEY",
-        "Name of the environment variable holding the API key (openai backend only).",
-    )
     verdict: Literal["logprobs", "text"] = param(
         "logprobs",
         "How a pairwise LLM judge's verdict is read: P('1') against P('2') from the next-token distribution "
@@ -308,7 +303,7 @@ ATTACK_NAMES = ("ignore-above", "fake-verdict", "quote-break", "persuasion")
 
 
 @dataclass
-class JudgeValidationSettings:
+class JudgeValidationSettings(BackendSettings):
     """Stage validate-judges: every candidate judge against human ratings on LLMs-vs-Humans test-split
     pairs whose ratings differ, beside the longer-wins and LLM-wins baselines on the same pairs;
     position consistency, length bias, injected instructions. Learned judges train on the train split
@@ -318,19 +313,6 @@ class JudgeValidationSettings:
     candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"]] = param(
         list(JUDGE_CANDIDATES),
         "The judges validated against human ratings.",
-    )
-    backend: Literal["local", "openai"] = param(
-        "local",
-        "How the pairwise-llm candidate is called, as in the judge section.",
-    )
-    model: str = param(
-        "embedded:smollm2-135m-instruct",
-        "The pairwise-llm candidate's model: a local spec, or the served model's name.",
-    )
-    base_url: str = param("", "Address of the OpenAI-compatible server (openai backend only).")
-    api_key_env: str = param(
-        "OPENAI_API_KEY",
-        "Name of the environment variable holding the API key (openai backend only).",
     )
     verdict: Literal["logprobs", "text"] = param(
         "logprobs",

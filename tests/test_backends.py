@@ -77,3 +77,19 @@ def test_shared_prefix_gives_the_same_answers_and_probabilities(tiny_spec, tiny_
     for a, b in zip(tiny_backend.choice_logprobs(convs, ["1", "2"]), plain.choice_logprobs(convs, ["1", "2"])):
         assert a["1"] == pytest.approx(b["1"], abs=1e-4)
         assert a["2"] == pytest.approx(b["2"], abs=1e-4)
+
+
+@pytest.mark.parametrize("section", ["teacher", "judge", "judge_validation"])
+def test_every_served_model_takes_concurrency_timeout_and_retries_from_the_params(section):
+    """Teacher, judge and judge candidates share one backend settings type: an API judge is no longer
+    stuck with hard-coded 8 requests / 120 s / 5 retries."""
+    from empathy_utils.backends import OpenAIBackend, make_backend
+    from empathy_utils.config import StudyConfig
+
+    cfg = StudyConfig.from_dict({section: {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                           "max_concurrency": 3, "timeout_seconds": 7.5, "max_retries": 2}})
+    backend = make_backend(getattr(cfg, section))
+    assert isinstance(backend, OpenAIBackend)
+    assert backend.max_concurrency == 3
+    assert backend.client.timeout == 7.5
+    assert backend.client.max_retries == 2

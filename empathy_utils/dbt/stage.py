@@ -82,7 +82,7 @@ def _teacher(cfg: StudyConfig):
     from ..backends import make_backend
     from ..stages import response_cache_path
 
-    return make_backend(cfg.teacher, cache_path=response_cache_path())
+    return make_backend(cfg.teacher, cache_path=response_cache_path(), dtype=cfg.model.dtype)
 
 
 def teacher_name(cfg: StudyConfig) -> str:

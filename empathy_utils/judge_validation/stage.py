@@ -41,7 +41,7 @@ def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", 
                              "set judge.fallback to pairwise-llm or likelihood")
         return judge_from_selection(selected, cfg)
     if kind == "pairwise-llm":
-        return PairwiseLLMJudge(make_backend(s, batch_size=s.batch_size), mode=s.verdict)
+        return PairwiseLLMJudge(make_backend(s, batch_size=s.batch_size, dtype=cfg.model.dtype), mode=s.verdict)
     if kind == "likelihood":
         spec = cfg.judge_validation.scorer_model if section == "judge_validation" else cfg.judge.model
         return LikelihoodJudge(spec, batch_size=s.batch_size, condition=cfg.judge_validation.likelihood_condition,
