@@ -214,6 +214,13 @@ class SFTSettings:
     logging_steps: int = param(5, "Steps between two loss records in the training log.")
     bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
+    trainer: dict = param(
+        {},
+        "Any other field of TRL's SFTConfig (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
+        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
+        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
+        "set what they name.",
+    )
 
 
 @dataclass
@@ -237,6 +244,13 @@ class DPOSettings:
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
     beta: float = param(0.1, "DPO's beta: how far the policy may move from the reference (paper: 0.1).")
     loss_type: str = param("sigmoid", "TRL's DPO loss (paper: sigmoid, the original DPO loss).")
+    trainer: dict = param(
+        {},
+        "Any other field of TRL's DPOConfig (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
+        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
+        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
+        "set what they name.",
+    )
 
 
 @dataclass
@@ -552,6 +566,15 @@ class PrideSettings:
     lr_scheduler_type: str = param("linear", "Learning-rate schedule, as transformers names it.")
     warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
     logging_steps: int = param(5, "Steps between two loss records in the training log.")
+    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
+    trainer: dict = param(
+        {},
+        "Any other field of TRL's TrainingArguments (SFTConfig / SDFTConfig for the baselines) (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
+        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
+        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
+        "set what they name.",
+    )
     # --- TRL's experimental SDFT baseline (privileged-context self-distillation, on-policy)
     sdft_num_generations: int = param(
         2,
@@ -732,6 +755,7 @@ def _cross_checks(cfg: StudyConfig) -> list[str]:
     if not cfg.run.name or "/" in cfg.run.name:
         errors.append(f"run.name: must be a non-empty folder name (got {cfg.run.name!r})")
     errors += _pride_checks(cfg.pride)
+    errors += _trainer_checks(cfg)
     errors += dbt_checks(cfg.dbt)
     return errors
 
@@ -768,6 +792,42 @@ def _judge_checks(cfg: "StudyConfig") -> list[str]:
     if cfg.judge.fallback == "likelihood" and cfg.judge.kind == "auto" and cfg.judge.backend != "local":
         errors.append("judge.fallback: the likelihood judge needs judge.backend 'local'")
     return errors
+
+
+# The fields every study training section sets itself (training.trainer_arguments): a trainer: entry
+# may not set them a second time.
+STUDY_TRAINER_FIELDS = ("output_dir", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                        "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps", "logging_steps", "seed",
+                        "use_cpu", "bf16", "activation_checkpointing", "gradient_checkpointing", "max_length")
+
+
+def _trainer_checks(cfg: "StudyConfig") -> list[str]:
+    """Each section's ``trainer:`` pass-through names real fields of TRL's config class (TRL is imported
+    only when one is set) and none that the section sets itself."""
+    import difflib
+
+    errors = []
+    for section, cls_path in (("sft", "trl.SFTConfig"), ("dpo", "trl.DPOConfig"), ("pride", "transformers.TrainingArguments")):
+        extra = getattr(cfg, section).trainer
+        if not extra:
+            continue
+        module, name = cls_path.rsplit(".", 1)
+        import importlib
+
+        known = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+        for key in extra:
+            if key in STUDY_TRAINER_FIELDS:
+                errors.append(f"{section}.trainer.{key}: set by the study itself; use {section}.{_own_name(key)} instead")
+            elif key not in known:
+                near = difflib.get_close_matches(key, sorted(known), n=3)
+                errors.append(f"{section}.trainer.{key}: not a field of {cls_path}"
+                              + (f"; did you mean {', '.join(near)}?" if near else ""))
+    return errors
+
+
+def _own_name(trl_field: str) -> str:
+    return {"per_device_train_batch_size": "batch_size", "num_train_epochs": "epochs", "warmup_steps": "warmup",
+            "activation_checkpointing": "gradient_checkpointing"}.get(trl_field, trl_field)
 
 
 def _pride_checks(p: "PrideSettings") -> list[str]:

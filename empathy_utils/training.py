@@ -26,8 +26,9 @@ from .errors import StudyError
 
 def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
     """The TrainingArguments every trainer of the study shares (SFT, DPO and PRIDE's students), from
-    any settings section with batch_size, learning_rate, epochs, max_steps, warmup and logging_steps:
-    CPU unless a GPU is present, no checkpoints, no progress bars in the executed notebooks."""
+    any settings section with batch_size, learning_rate, epochs, max_steps, warmup, logging_steps, bf16,
+    gradient_checkpointing and ``trainer`` (any other field of TRL's config, passed through): CPU unless a
+    GPU is present, no checkpoints, no progress bars in the executed notebooks."""
     import torch
 
     on_gpu = torch.cuda.is_available()
@@ -47,9 +48,11 @@ def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
         report_to="none",
         disable_tqdm=True,
         use_cpu=not on_gpu,
-        bf16=getattr(settings, "bf16", False) and on_gpu,
+        bf16=settings.bf16 and on_gpu,
         # transformers 5's name for gradient checkpointing
-        activation_checkpointing=getattr(settings, "gradient_checkpointing", False),
+        activation_checkpointing=settings.gradient_checkpointing,
+        # Any other field of the trainer's config, as the params file gives it (checked by config).
+        **settings.trainer,
     )
 
 
@@ -111,8 +114,14 @@ def _fingerprint(cfg: StudyConfig, step: str, data: Path, start_adapter: Path | 
     adapter it continues."""
     settings = cfg.to_dict()
     return digest({"step": step, "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
-                   "settings": settings[step], "data": files_digest(data, "data-*.arrow"),
+                   "settings": unset_dropped(settings[step], {"trainer": {}}), "data": files_digest(data, "data-*.arrow"),
                    "start": files_digest(start_adapter, "adapter_model*") if start_adapter else None})
+
+
+def unset_dropped(section: dict, added: dict) -> dict:
+    """``section`` without the fields in ``added`` that still hold their default: a field added to a
+    settings section after adapters were trained changes no fingerprint until someone sets it."""
+    return {k: v for k, v in section.items() if not (k in added and v == added[k])}
 
 
 def to_prompt_completion(example: dict) -> dict:

@@ -132,3 +132,49 @@ def test_an_adapter_is_retrained_only_when_its_settings_data_or_start_change(tmp
     cfg.sft.learning_rate = 5e-4  # an SFT setting: SFT again, and so DPO, whose starting adapter changed
     assert not train_sft(cfg, tmp_path)["reused"]
     assert not train_dpo(cfg, tmp_path)["reused"]
+
+
+def test_any_field_of_trls_config_passes_through_to_the_trainer(tmp_path):
+    """sft.trainer / dpo.trainer / pride.trainer hand any other TRL field to the trainer's config."""
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.training import trainer_arguments
+
+    cfg = StudyConfig.from_dict({"sft": {"trainer": {"weight_decay": 0.05, "max_grad_norm": 0.5}},
+                                 "dpo": {"trainer": {"adam_beta2": 0.98}},
+                                 "pride": {"trainer": {"optim": "adafactor"}, "gradient_checkpointing": True}})
+    sft = SFTConfig(**trainer_arguments(cfg.sft, tmp_path, 0))
+    assert sft.weight_decay == 0.05
+    assert sft.max_grad_norm == 0.5
+    assert DPOConfig(**trainer_arguments(cfg.dpo, tmp_path, 0)).adam_beta2 == 0.98
+    pride = TrainingArguments(**trainer_arguments(cfg.pride, tmp_path, 0))
+    assert pride.optim == "adafactor"
+    assert pride.activation_checkpointing is True, "PRIDE's students can now use gradient checkpointing"
+
+
+def test_a_trainer_field_that_trl_lacks_or_the_study_sets_is_refused_before_anything_runs():
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sft\.trainer\.weight_decy: not a field of trl\.SFTConfig; did you mean weight_decay"):
+        StudyConfig.from_dict({"sft": {"trainer": {"weight_decy": 0.1}}})
+    with pytest.raises(ConfigError, match=r"dpo\.trainer\.learning_rate: set by the study itself; use dpo\.learning_rate"):
+        StudyConfig.from_dict({"dpo": {"trainer": {"learning_rate": 1e-3}}})
+
+
+def test_an_unset_trainer_section_leaves_the_adapter_fingerprint_as_it_was(tmp_path):
+    """Adapters trained before the pass-through existed are still reused; setting a field retrains."""
+    from empathy_utils.artifacts import digest, files_digest
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.training import _fingerprint
+
+    cfg = StudyConfig.from_dict({})
+    settings = cfg.to_dict()
+    before = {k: v for k, v in settings["sft"].items() if k != "trainer"}  # the section as it was
+    expected = digest({"step": "sft", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
+                       "settings": before, "data": files_digest(tmp_path, "data-*.arrow"), "start": None})
+    assert _fingerprint(cfg, "sft", tmp_path) == expected
+    changed = StudyConfig.from_dict({"sft": {"trainer": {"weight_decay": 0.1}}})
+    assert _fingerprint(changed, "sft", tmp_path) != expected
