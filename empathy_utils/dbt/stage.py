@@ -336,10 +336,9 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------- 4. evaluation
 def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     """Reference metrics, DBT adherence (both labellers) and win rates against the base."""
-    from ..judges import position_consistency
+    from ..judging import Comparison, JudgingOutput, judge_comparisons, make_judge, read_judge_accuracy
+    from ..presentation import judge_accuracy_sentence
     from ..reference_metrics import reference_metrics
-    from ..stages import make_judge
-    from ..winrate import summarize
 
     paths = DBTPaths(run_dir)
     test = _read(paths.examples("test"))
@@ -359,24 +358,23 @@ def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
                         "labelled": ap["labelled"], "unlabelled": ap["unparsed"],
                         **{f"stage {s}": ap[s] for s in DBT_STAGES}})
     judge = judge or make_judge(cfg, run_dir)
-    wins = []
-    for row in ROWS[1:]:
-        items = [{"id": e["example_id"], "context": e["earlier"], "utterance": e["utterance"],
-                  "response_a": a, "response_b": b} for e, a, b in zip(test, replies[row], replies["base"])]
-        records = judge.judge(items)
-        save_jsonl(records, paths.root / "judgments" / f"{row}_vs_base.jsonl")
-        stats = summarize([r["verdict"] for r in records], cfg.dbt.bootstrap_resamples, cfg.judge.confidence,
-                          cfg.run.seed)
-        wins.append({"candidate": row, "opponent": "base", **stats, "position_consistency": position_consistency(records),
-                     "judge": judge.name})
+    # The study's one way of judging a set of comparisons (judging.judge_comparisons).
+    comparisons = [Comparison(candidate=row, opponent="base", label=f"{LABELS[row]} vs base", items=[
+        {"id": e["example_id"], "context": e["earlier"], "utterance": e["utterance"], "response_a": a, "response_b": b}
+        for e, a, b in zip(test, replies[row], replies["base"])]) for row in ROWS[1:]]
+    judged = judge_comparisons(
+        comparisons, judge,
+        JudgingOutput(judgment_file=lambda cand, opp: paths.root / "judgments" / f"{cand}_vs_{opp}.jsonl",
+                      results_dir=paths.results, figure_file=paths.figures / "dbt_winrates.png",
+                      figure_title="DBT rows against the base student"),
+        resamples=cfg.dbt.bootstrap_resamples, confidence=cfg.judge.confidence, seed=cfg.run.seed)
     metrics = pd.DataFrame(metrics)
-    wins = pd.DataFrame(wins)
+    wins = judged.results
     all_llm = [lab for row in ROWS for lab in labels[row]["llm"]]
     all_rules = [lab for row in ROWS for lab in labels[row]["rules"]]
     test_agreement = agreement(all_llm, all_rules)
     paths.results.mkdir(parents=True, exist_ok=True)
     metrics.to_csv(paths.results / "metrics.csv", index=False)
-    wins.to_csv(paths.results / "winrates.csv", index=False)
     (paths.results / "evaluation.json").write_text(json.dumps(
         {"metrics": metrics.to_dict("records"), "winrates": wins.to_dict("records"), "test_label_log": log.to_json(),
          "test_agreement": test_agreement, "judge": judge.name, "labeller": cfg.dbt.labeller}, indent=2, default=str))
@@ -388,7 +386,8 @@ def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     validity = getattr(judge, "validity", None) or {}
     return {"metrics": metrics, "winrates": wins, "judge": judge.name, "figure": fig, "test_examples": len(test),
             "test_label_log": log.to_json(), "test_agreement": test_agreement,
-            "judge_statement": validity.get("statement") or "Its agreement with human ratings was not measured here."}
+            "judge_statement": validity.get("statement") or "Its agreement with human ratings was not measured here.",
+            "judge_accuracy_statement": judge_accuracy_sentence(read_judge_accuracy(run_dir, judge.name))}
 
 
 def rows_table(metrics: pd.DataFrame, wins: pd.DataFrame, labeller: str) -> pd.DataFrame:
@@ -493,6 +492,7 @@ def glue_facts(cfg: StudyConfig, card: dict, report: dict) -> dict:
     facts = {
         "dbt_student": card["student_model"], "dbt_teacher": card["teacher"], "dbt_data": card["source"]["name"],
         "dbt_labeller": cfg.dbt.labeller, "dbt_judge": report["judge"], "dbt_judge_statement": report["judge_statement"],
+        "dbt_judge_accuracy_statement": report["judge_accuracy_statement"],
         "dbt_n_test": report["test_examples"], "dbt_n_train": card["examples"]["train"],
         "dbt_n_pairs": card["pairs"]["pairs"], "dbt_n_ties": card["pairs"]["dropped_ties"],
         "dbt_n_contexts": card["dpo_contexts"], "dbt_n_candidates": card["pairs"]["candidates"],
