@@ -6,7 +6,11 @@ Both fixes were found by opening the built book in a browser (tests/test_browser
   the browser reported a SyntaxError on every page. Each page now gets every script once.
 - A figure glued from another page (``{glue:}`` with ``:doc:``) was pasted without alt text, since
   myst-nb's cross-document paste drops the notebook cell's image options. It now takes the alt text
-  of the notebook cell that drew it (cell metadata ``mystnb.image.alt``)."""
+  of the notebook cell that drew it (cell metadata ``mystnb.image.alt``).
+- A chapter that needs a stage (``runner.CHAPTER_NEEDS``: PRIDE, DBT, ...) is left out of a book whose
+  run lacks that stage, and a ``{doc}`` link to it from a chapter every book has broke the build under
+  ``-W`` (the default book and the limitations chapter's link to PRIDE). Such a link now becomes its
+  plain text; a link to any other missing document still warns."""
 
 from __future__ import annotations
 
@@ -80,9 +84,23 @@ def _forget_image_alts(app, env, docnames) -> None:
         del env._empathy_image_alts
 
 
+def chapters_a_run_may_leave_out() -> set[str]:
+    from .runner import CHAPTER_NEEDS
+
+    return {Path(chapter).name for chapter in CHAPTER_NEEDS}
+
+
+def unlink_left_out_chapters(app, env, node, contnode):
+    """``missing-reference``: a {doc} link to a chapter this book left out -> its text, emphasised."""
+    if node.get("reftype") != "doc" or Path(node.get("reftarget", "")).name not in chapters_a_run_may_leave_out():
+        return None
+    return nodes.emphasis("", contnode.astext())
+
+
 def setup(app):
     # Early: a handler that returns a template name ends the event for the handlers after it.
     app.connect("html-page-context", drop_repeated_scripts, priority=100)
     app.add_post_transform(AltTextForPastedFigures)
     app.connect("env-before-read-docs", _forget_image_alts)
+    app.connect("missing-reference", unlink_left_out_chapters)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
