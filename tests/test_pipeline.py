@@ -32,7 +32,8 @@ def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
     assert len(checksum) == 64
     assert [s for s in cfg.run.stages if manifest["stages"][s]["status"] == "ok"] == list(cfg.run.stages)
     assert all(manifest["stages"][s]["seconds"] > 0 for s in cfg.run.stages)
-    assert elapsed < 300, "the tiny profile should take about a minute"
+    # Nine stages and the book on a tiny model; generous, since CI shares its machine.
+    assert elapsed < 600, f"the tiny profile took {elapsed:.0f} s"
 
 
 @pytest.mark.slow
@@ -63,7 +64,9 @@ def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
     # The judge is the best-validated candidate (research data present) or the fallback (absent).
     judge = json.loads((run_dir / "results" / "judge.json").read_text())
     assert judge["name"].split(" (")[0] in text
-    assert "tiny random Llama" in judge["name"]
+    # The tiny profile never loads the embedded model: its judge is the tiny model's, or (with the
+    # research data) a learned head that validated better on the selection set.
+    assert "SmolLM2" not in judge["name"], judge["name"]
     assert ("Validated in this run against people" in text) == judge["validated"]
     assert re.search(r"win rate against\s+the base student is\s+\d+\.\d%", text)
     assert re.search(r"bootstrap CI\s+\d+\.\d%\s+–\s+\d+\.\d%", text)
