@@ -197,14 +197,15 @@ class LoraSettings:
 
 
 @dataclass
-class SFTSettings:
-    """Step 1: supervised fine-tuning with TRL's SFTTrainer (loss on the reply only)."""
+class TrainingSettings:
+    """What every training of the study sets (SFT, DPO, PRIDE's students): the paper's settings as
+    defaults, the trainer's own fields passed through ``trainer``."""
 
-    learning_rate: float = param(5e-5, "Peak learning rate of SFT (paper: 5e-5).")
-    epochs: float = param(3.0, "Passes over the SFT examples (paper: 3); ignored when max_steps > 0.")
-    batch_size: int = param(2, "Examples per device and step (paper: 2).")
+    learning_rate: float = param(5e-5, "Peak learning rate (paper: 5e-5).")
+    epochs: float = param(3.0, "Passes over the training examples (paper: 3); ignored when max_steps > 0.")
+    batch_size: int = param(2, "Examples (DPO: preference pairs) per device and step (paper: 2).")
     gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
-    max_length: int = param(512, "Longest tokenized example; longer ones are cut.")
+    max_length: int = param(512, "Longest tokenized example (prompt plus reply); longer ones are cut.")
     max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
     lr_scheduler_type: str = param(
         "linear",
@@ -216,41 +217,28 @@ class SFTSettings:
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
     trainer: dict = param(
         {},
-        "Any other field of TRL's SFTConfig (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
-        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
-        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
-        "set what they name.",
+        "Any other field of the trainer's config (TRL's SFTConfig for sft, DPOConfig for dpo, transformers' "
+        "TrainingArguments for pride; e.g. weight_decay, optim, adam_beta2, max_grad_norm, torch_compile), "
+        "passed as given, as the alignment handbook's recipes do; checked against those fields before "
+        "anything runs. The fields above stay the way to set what they name.",
     )
 
 
 @dataclass
-class DPOSettings:
+class SFTSettings(TrainingSettings):
+    """Step 1: supervised fine-tuning with TRL's SFTTrainer (loss on the reply only)."""
+
+    epochs: float = param(3.0, "Passes over the SFT examples (paper: 3); ignored when max_steps > 0.")
+
+
+@dataclass
+class DPOSettings(TrainingSettings):
     """Step 2: DPO with TRL's DPOTrainer, continuing the SFT adapter; the frozen SFT adapter is the
     reference policy."""
 
-    learning_rate: float = param(5e-5, "Peak learning rate of DPO (paper: 5e-5).")
     epochs: float = param(3.0, "Passes over the preference pairs (paper: 3); ignored when max_steps > 0.")
-    batch_size: int = param(2, "Preference pairs per device and step (paper: 2).")
-    gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
-    max_length: int = param(512, "Longest tokenized prompt plus reply; longer ones are cut.")
-    max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
-    lr_scheduler_type: str = param(
-        "linear",
-        "Learning-rate schedule, as transformers names it (linear, cosine, constant, ...).",
-    )
-    warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
-    logging_steps: int = param(5, "Steps between two loss records in the training log.")
-    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
-    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
     beta: float = param(0.1, "DPO's beta: how far the policy may move from the reference (paper: 0.1).")
     loss_type: str = param("sigmoid", "TRL's DPO loss (paper: sigmoid, the original DPO loss).")
-    trainer: dict = param(
-        {},
-        "Any other field of TRL's DPOConfig (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
-        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
-        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
-        "set what they name.",
-    )
 
 
 @dataclass
@@ -444,7 +432,7 @@ PI_FIELDS = ("situation", "emotion", "problem", "strategy")
 
 
 @dataclass
-class PrideSettings:
+class PrideSettings(TrainingSettings):
     """PRIDE: privileged-information distillation (Wu, Zhu & Wang 2026; book/pride.md). The paper gives
     its three components (an empathy-reasoning teacher prompt, a multi-source attention in the
     student, a reverse-KL + MMD dual-alignment loss) but not their forms: every form chosen here is a
@@ -560,21 +548,6 @@ class PrideSettings:
     )
     epochs: float = param(1.0, "Passes over the PRIDE training examples; ignored when max_steps > 0.")
     batch_size: int = param(4, "Examples per device and step.")
-    gradient_accumulation_steps: int = param(1, "Steps whose gradients are summed before one optimizer update.")
-    max_length: int = param(512, "Longest tokenized example; longer ones are cut.")
-    max_steps: int = param(-1, "Optimizer steps; > 0 overrides epochs (tests and smoke runs).")
-    lr_scheduler_type: str = param("linear", "Learning-rate schedule, as transformers names it.")
-    warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
-    logging_steps: int = param(5, "Steps between two loss records in the training log.")
-    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
-    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
-    trainer: dict = param(
-        {},
-        "Any other field of TRL's TrainingArguments (SFTConfig / SDFTConfig for the baselines) (e.g. weight_decay, optim, adam_beta2, max_grad_norm, "
-        "torch_compile, report_to), passed to the trainer as given, as the alignment handbook's recipes do; "
-        "checked against TRL's fields before anything runs. The study's own fields above stay the way to "
-        "set what they name.",
-    )
     # --- TRL's experimental SDFT baseline (privileged-context self-distillation, on-policy)
     sdft_num_generations: int = param(
         2,
