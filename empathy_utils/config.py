@@ -278,13 +278,15 @@ class JudgeSettings(BackendSettings):
         "Bootstrap resamples (by dialogue) behind each win rate's confidence interval.",
     )
     confidence: float = param(0.95, "Level of the confidence intervals (0.95 = 95 %).")
-    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"] = param(
+    kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked",
+                  "writer-style"] = param(
         "auto",
         "Which judge the judge stage uses. auto: the candidate that validated best against human ratings in "
         "this run's validate-judges stage, exactly as validated (the judge_validation section); when nothing "
         "was validated (no research data, or the stage is not in run.stages): the fallback below, its "
         "validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm, "
-        "likelihood) or is trained as judge_validation says (embedding-head, reward-model: research data).",
+        "likelihood) or is trained as judge_validation says (embedding-head, reward-model, stacked, "
+        "writer-style: research data).",
     )
     fallback: Literal["auto", "pairwise-llm", "likelihood"] = param(
         "auto",
@@ -300,7 +302,7 @@ class JudgeSettings(BackendSettings):
     )
 
 
-JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked")
+JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked", "writer-style")
 ATTACK_NAMES = ("ignore-above", "fake-verdict", "quote-break", "persuasion")
 
 
@@ -312,7 +314,8 @@ class JudgeValidationSettings(BackendSettings):
     only and are cached by a hash of these settings and the data's checksum. Needs the research data;
     without it the stage says so and validates nothing."""
 
-    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked"]] = param(
+    candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked",
+                             "writer-style"]] = param(
         list(JUDGE_CANDIDATES),
         "The judges validated against human ratings.",
     )
@@ -378,8 +381,8 @@ class JudgeValidationSettings(BackendSettings):
     )
     embedding_c_grid: list[float] = param(
         [0.01, 0.1, 1.0],
-        "L2 strengths tried for the embedding head by 5-fold cross-validation grouped by dialogue (train "
-        "split only).",
+        "L2 strengths tried for the embedding head and the writer-style judge's classifier by 5-fold "
+        "cross-validation grouped by dialogue (train split only).",
     )
     reward_train_pairs: int = param(512, "reward-model: TRL RewardTrainer with a LoRA adapter on scorer_model.")
     reward_epochs: float = param(1.0, "Passes of the reward model's training over its pairs.")

@@ -80,6 +80,7 @@ def _longer(cfg, section, log):
 for _kind, _what in (("pairwise-llm", "a chat model asked which reply is more empathetic"),
                      ("likelihood", "a local model's mean token log-probability of each reply"),
                      ("embedding-head", "a logistic head on sentence embeddings, trained on human ratings"),
-                     ("reward-model", "TRL's reward model with a LoRA adapter, trained on human ratings")):
+                     ("reward-model", "TRL's reward model with a LoRA adapter, trained on human ratings"),
+                     ("writer-style", "which writer a reply reads like, times that writer's mean human rating")):
     register_judge(_kind, _candidate(_kind), _what)
 register_judge("longer", _longer, "the longer reply wins (a baseline, not a judge of empathy)", baseline=True)

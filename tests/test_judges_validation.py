@@ -198,10 +198,12 @@ def test_adversarial_flip_rate_and_the_stripping_defense():
 # ------------------------------------------------------------------------------- learned judges
 @pytest.fixture
 def fake_encoder(monkeypatch, tmp_path):
+    from empathy_utils.judge_validation import learned
+
     enc = FakeEncoder()
-    store_class = jv.EmbeddingStore
-    monkeypatch.setattr(jv, "load_encoder", lambda: enc)
-    monkeypatch.setattr(jv, "EmbeddingStore", lambda: store_class(tmp_path / "embeddings.sqlite"))
+    store_class = learned.EmbeddingStore
+    monkeypatch.setattr(learned, "load_encoder", lambda: enc)
+    monkeypatch.setattr(learned, "EmbeddingStore", lambda: store_class(tmp_path / "embeddings.sqlite"))
     return enc
 
 
@@ -245,6 +247,89 @@ def test_learned_judge_is_cached_by_settings_and_data(fake_data, fake_encoder, t
                              log=logs.append)
     assert len(logs) == 2 and other.cache_folder != first.cache_folder
     assert other.train_pairs == 20 and "20 LLMs-vs-Humans train-split pairs" in other.name
+
+
+class WriterEncoder:
+    """Stands in for all-MiniLM-L6-v2: each writer's replies point along that writer's own axis."""
+
+    def encode(self, texts, **kwargs):
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:8], 16))
+            v = rng.normal(size=8) * 0.2
+            v[int(t.split("writer")[1][0])] += 1.0
+            out.append(v / np.linalg.norm(v))
+        return np.array(out, dtype=np.float32)
+
+
+def _writer_frame(n_train=30, n_test=10, test_ratings=None):
+    """Made-up rows where people always rate the writers in one order (gpt4 best, the human worst)."""
+    ratings = dict(zip(jv.SOURCES, [1, 3, 2, 2, 1]))
+    rows = []
+    for i in range(n_train + n_test):
+        split = "train" if i < n_train else "test"
+        r = {"dialogue_id": f"d{i}", "split": split, "emotion": "sad", "situation": f"s{i}", "utterance": f"u{i}"}
+        for k, s in enumerate(jv.SOURCES):
+            r[f"response_{s}"] = f"reply {i} by writer{k}"
+            r[f"rating_{s}"] = (test_ratings or ratings)[s] if split == "test" else ratings[s]
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_writer_style_judge_scores_a_reply_by_its_writers_rating(tmp_path):
+    from empathy_utils.judge_validation.learned import EmbeddingStore, train_writer_style
+
+    frame = _writer_frame()
+    train = frame[frame["split"] == "train"]
+    judge, info = train_writer_style(train, [1.0], WriterEncoder(), EmbeddingStore(tmp_path / "e.sqlite"))
+    assert info["writer_ratings"] == {"human": 1.0, "gpt4": 3.0, "llama2": 2.0, "gemini": 2.0, "mixtral": 1.0}
+    assert info["replies"] == 30 * 5 and info["dialogues"] == 30
+    # On unseen test replies it recognizes the writer and ranks as people did.
+    test_pairs = jv.rating_pairs(frame, "test", 0)
+    m = jv.measure(judge.judge(jv.judge_items(test_pairs)), test_pairs, resamples=50)
+    assert m["accuracy"] > 0.9, m
+    probs = judge.writer_probabilities(["reply 99 by writer1"])
+    assert probs.shape == (1, 5) and probs[0].argmax() == 1 and abs(probs.sum() - 1) < 1e-9
+    with pytest.raises(Exception, match="train split only"):
+        train_writer_style(frame, [1.0], WriterEncoder(), EmbeddingStore(tmp_path / "e.sqlite"))
+
+
+def test_known_writer_reference_ranks_writers_by_their_train_split_rating():
+    from empathy_utils.judge_validation.measurement import writer_ratings
+
+    same = _writer_frame()
+    by_writer = writer_ratings(same)
+    assert by_writer == {"human": 1.0, "gpt4": 3.0, "llama2": 2.0, "gemini": 2.0, "mixtral": 1.0}
+    pairs = jv.rating_pairs(same, "test", 0)
+    assert jv.baselines(pairs, 50, 0, by_writer)["known_writer"]["accuracy"] == 1.0
+    flipped = _writer_frame(test_ratings=dict(zip(jv.SOURCES, [3, 1, 2, 2, 3])))
+    pairs = jv.rating_pairs(flipped, "test", 0)
+    # the test split's own ratings are never read: people now disagree with the train-split ranking
+    assert writer_ratings(flipped) == by_writer
+    assert jv.baselines(pairs, 50, 0, by_writer)["known_writer"]["accuracy"] == 0.0
+    assert jv.baselines(pairs, 50, 0)["known_writer"] is None
+
+
+def test_writer_style_judge_never_learns_from_the_test_split(tmp_path, monkeypatch):
+    from empathy_utils.judge_validation import learned
+
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(learned, "load_encoder", lambda: WriterEncoder())
+    store_class = learned.EmbeddingStore
+    monkeypatch.setattr(learned, "EmbeddingStore", lambda: store_class(tmp_path / "e.sqlite"))
+    cfg = _cfg()
+    logs = []
+    frame = _writer_frame()
+    judge = learned.learned_judge("writer-style", frame, cfg.judge_validation, 0, log=logs.append)
+    assert judge.training["splits_seen"] == ["train"] and len(logs) == 1
+    again = learned.learned_judge("writer-style", frame, cfg.judge_validation, 0, log=logs.append)
+    assert len(logs) == 1 and np.allclose(again.coef, judge.coef)  # cached, not retrained
+    reversed_test = dict(zip(jv.SOURCES, [3, 1, 2, 2, 3]))
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache2"))
+    poisoned = learned.learned_judge("writer-style", _writer_frame(test_ratings=reversed_test),
+                                     cfg.judge_validation, 0, log=logs.append)
+    assert len(logs) == 2 and np.allclose(poisoned.coef, judge.coef)
+    assert np.allclose(poisoned.writer_ratings, judge.writer_ratings)
 
 
 # ----------------------------------------------------------------------------------- the stage

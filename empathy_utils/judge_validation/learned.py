@@ -18,9 +18,9 @@ import pandas as pd
 
 from ..config import JudgeValidationSettings
 from ..errors import StudyError
-from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, reward_conversation
+from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge, reward_conversation
 from ..paths import cache_dir
-from .pairs import _subsample_pairs, sample_pairs, train_pairs_of
+from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of
 
 
 def _settings_key(kind: str, payload: dict, data_sha: str) -> str:
@@ -109,6 +109,70 @@ def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: l
     return judge, info
 
 
+def writer_replies(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every reply of ``frame`` as one row: dialogue, writer (the column it came from) and its rating."""
+    return pd.concat([pd.DataFrame({"dialogue_id": frame["dialogue_id"].to_numpy(), "writer": s,
+                                    "reply": frame[f"response_{s}"].astype(str).to_numpy(),
+                                    "rating": frame[f"rating_{s}"].astype(float).to_numpy()}) for s in SOURCES],
+                     ignore_index=True)
+
+
+def train_writer_style(frame: pd.DataFrame, c_grid: list[float] | None = None, encoder=None, store=None,
+                       seed: int = 0) -> tuple[WriterStyleJudge, dict]:
+    """Fit the writer-style judge on the **train split** of ``frame`` (checked): a multinomial logistic
+    classifier from a reply's embedding to its writer, and each writer's mean human rating. The L2
+    strength is chosen by the pairwise accuracy of the whole judge on held-out dialogues (5-fold,
+    grouped by dialogue), since telling writers apart is only the means."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    if set(frame["split"]) != {"train"}:
+        raise StudyError("the writer-style judge is trained on the train split only; got splits "
+                         f"{sorted(set(frame['split']))}")
+    replies = writer_replies(frame)
+    if replies["dialogue_id"].nunique() < 5:
+        raise StudyError(f"the writer-style judge needs at least 5 train-split dialogues (got "
+                         f"{replies['dialogue_id'].nunique()})")
+    encoder = encoder if encoder is not None else load_encoder()
+    shell = WriterStyleJudge(np.zeros((len(SOURCES), 1)), np.zeros(len(SOURCES)), SOURCES, np.zeros(len(SOURCES)),
+                             encoder, 0, cache=store)
+    X = shell.embed(list(replies["reply"]))
+    y = replies["writer"].map({s: i for i, s in enumerate(SOURCES)}).to_numpy()
+    groups = replies["dialogue_id"].to_numpy()
+
+    def fit(rows, c):
+        model = LogisticRegression(C=c, max_iter=3000).fit(X[rows], y[rows])
+        means = replies.iloc[rows].groupby("writer")["rating"].mean().reindex(SOURCES).fillna(0.0).to_numpy()
+        return model, means
+
+    def pair_accuracy(model, means, rows) -> float:
+        scores = model.predict_proba(X[rows]) @ means[model.classes_]
+        held = replies.iloc[rows].assign(score=scores)
+        right = total = 0
+        for _, d in held.groupby("dialogue_id"):
+            s, r = d["score"].to_numpy(), d["rating"].to_numpy()
+            for i in range(len(d)):
+                for j in range(i + 1, len(d)):
+                    if r[i] != r[j]:
+                        total += 1
+                        right += 1.0 if (s[i] - s[j]) * (r[i] - r[j]) > 0 else 0.5 if s[i] == s[j] else 0.0
+        return right / total if total else float("nan")
+
+    cv = {}
+    folds = GroupKFold(n_splits=5)
+    for c in c_grid or [0.1, 1.0, 10.0]:
+        scores = [pair_accuracy(*fit(tr, c), te) for tr, te in folds.split(X, y, groups)]
+        cv[c] = float(np.nanmean(scores))
+    best = max(cv, key=lambda c: (cv[c], -c))
+    model, means = fit(np.arange(len(y)), best)
+    judge = WriterStyleJudge(model.coef_, model.intercept_, SOURCES, means, encoder, len(replies), cache=store)
+    info = {"C": best, "cv_pair_accuracy": cv[best], "cv": {str(k): v for k, v in cv.items()},
+            "replies": len(replies), "dialogues": int(replies["dialogue_id"].nunique()),
+            "writer_accuracy_in_sample": float(model.score(X, y)),
+            "writer_ratings": dict(zip(SOURCES, map(float, means)))}
+    return judge, info
+
+
 def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: JudgeValidationSettings,
                        seed: int = 0) -> dict:
     """TRL RewardTrainer with a LoRA adapter (and a trained score head) on ``spec``; writes the
@@ -173,6 +237,8 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                    "max_steps": v.reward_max_steps, "lr": v.reward_learning_rate, "batch": v.reward_batch_size,
                    "max_length": v.reward_max_length, "r": v.reward_lora_r, "layers": v.reward_lora_layers,
                    "seed": seed, "version": 1}
+    elif kind == "writer-style":
+        payload = {"c": v.embedding_c_grid, "seed": seed, "encoder": "all-MiniLM-L6-v2", "version": 1}
     elif kind == "stacked":
         payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
                    "score": v.likelihood_score, "features": v.stacked_features, "seed": seed, "version": 1}
@@ -181,7 +247,7 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
     meta_file = folder / "meta.json"
     n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
-         "stacked": v.stacked_train_pairs}[kind]
+         "stacked": v.stacked_train_pairs, "writer-style": 0}[kind]
     pairs = _subsample_pairs(all_pairs, n, seed) if kind != "stacked" else sample_pairs(all_pairs, n, seed)
     if kind == "stacked":
         from ..judges import LikelihoodJudge
@@ -199,6 +265,23 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
             judge, info = fit_stacked(pairs, likelihood)
             tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
             _write_meta(tmp, kind, payload, data_sha, info, pairs)
+            _publish(tmp, folder)
+    elif kind == "writer-style":
+        encoder, store = load_encoder(), EmbeddingStore()
+        if meta_file.exists():
+            meta = json.loads(meta_file.read_text())
+            weights = np.load(folder / "classifier.npz")
+            judge = WriterStyleJudge(weights["coef"], weights["intercept"], meta["training"]["writers"],
+                                     weights["writer_ratings"], encoder, meta["training"]["replies"], cache=store)
+        else:
+            train = frame[frame["split"] == "train"]
+            log(f"training the writer-style judge on {len(train) * len(SOURCES)} train-split replies ...")
+            judge, info = train_writer_style(train, v.embedding_c_grid, encoder, store, seed)
+            info["writers"] = judge.writers
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            np.savez(tmp / "classifier.npz", coef=judge.coef, intercept=judge.intercept,
+                     writer_ratings=judge.writer_ratings)
+            _write_meta(tmp, kind, payload, data_sha, info, train)
             _publish(tmp, folder)
     elif kind == "embedding-head":
         encoder, store = load_encoder(), EmbeddingStore()

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..judges import InstructionStrippingJudge, Judge, attack, position_consistency, strip_instructions
 from ..winrate import cluster_bootstrap
-from .pairs import judge_items, longer_side, rating_pairs
+from .pairs import SOURCES, judge_items, longer_side, rating_pairs
 
 # |words(a) - words(b)| bins of the length-bias curve.
 LENGTH_BINS = [(1, 5), (6, 15), (16, 30), (31, 10**6)]
@@ -63,9 +63,18 @@ def measure(records: list[dict], pairs: pd.DataFrame, resamples: int = 1000, see
     }
 
 
-def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
+def writer_ratings(frame: pd.DataFrame) -> dict[str, float]:
+    """Each writer's mean human rating on the **train split** (what a judge may know of the writers)."""
+    train = frame[frame["split"] == "train"]
+    return {s: float(train[f"rating_{s}"].mean()) for s in SOURCES} if len(train) else {}
+
+
+def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0,
+              ratings_by_writer: dict[str, float] | None = None) -> dict:
     """The two baselines (book/judges.md, How they are checked) on exactly these pairs, and how often people preferred the
-    longer reply (the length-bias reference)."""
+    longer reply (the length-bias reference). With ``ratings_by_writer`` (train-split means), also a
+    reference that is not a judge: told who wrote each reply, prefer the writer people rated higher
+    on the train split. A judge whose signal is the writer's style cannot do better than it."""
     longer = [lg or "tie" for lg in longer_side(pairs)]
     human = list(pairs["human"])
     dialogues = list(pairs["dialogue_id"])
@@ -81,7 +90,16 @@ def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict
                if lg and lo <= abs(wa - wb) <= hi]
         by_length[f"{lo}-{hi}" if hi < 10**6 else f"{lo}+"] = {
             "n": len(sel), "picks_longer": sum(sel) / len(sel) if sel else float("nan")}
+    known = None
+    if ratings_by_writer:
+        told = ["a" if ratings_by_writer[sa] > ratings_by_writer[sb] else
+                "b" if ratings_by_writer[sb] > ratings_by_writer[sa] else "tie"
+                for sa, sb in zip(pairs["source_a"], pairs["source_b"])]
+        k_acc, k_low, k_high = _accuracy(agreement(told, human), dialogues, resamples, seed)
+        known = {"accuracy": k_acc, "ci_low": k_low, "ci_high": k_high, "pairs": len(pairs),
+                 "writer_ratings": dict(ratings_by_writer)}
     return {
+        "known_writer": known,
         "longer_wins": {"accuracy": acc, "ci_low": low, "ci_high": high, "pairs": len(pairs)},
         "llm_wins": {"accuracy": l_acc, "ci_low": l_low, "ci_high": l_high, "pairs": len(hl)},
         "human_picks_longer": sum(unequal) / len(unequal) if unequal else float("nan"),

@@ -23,7 +23,7 @@ from ..errors import StudyError
 from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge
 from ..paths import repo_root, resources_dir
 from .calibration import banded_verdicts, choose_tie_band, fit_temperature, probabilities, reliability
-from .measurement import baselines, measure
+from .measurement import baselines, measure, writer_ratings
 from .pairs import judge_items, rating_pairs, sample_pairs, split_selection_report
 
 MEASUREMENT_FILE = "judge_measurements.json"
@@ -245,8 +245,9 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
         "bootstrap_resamples": resamples,
         "candidates": rows,
         "baseline_rows": [longer_row],
-        "baselines": {"selection": baselines(sel, resamples, SPLIT_SEED), "report": baselines(rep, resamples, SPLIT_SEED),
-                      "report_all": baselines(rep_all, resamples, SPLIT_SEED)},
+        "baselines": {"selection": baselines(sel, resamples, SPLIT_SEED, writer_ratings(frame)),
+                      "report": baselines(rep, resamples, SPLIT_SEED, writer_ratings(frame)),
+                      "report_all": baselines(rep_all, resamples, SPLIT_SEED, writer_ratings(frame))},
         "reliability": reliability_tables,
         "selected": None if best is None else {"name": best["name"], "settings": best["settings"]},
     }

@@ -15,6 +15,7 @@ KIND_LABELS = {
     "embedding-head": "embedding head (learned)",
     "reward-model": "reward model (learned)",
     "stacked": "stacked judge (learned)",
+    "writer-style": "writer-style judge (learned)",
 }
 
 
@@ -52,11 +53,22 @@ def _baseline_rows(b: dict, sel_b: dict | None) -> list[dict]:
            "on human-vs-LLM pairs": f"{_pct(b['llm_wins']['accuracy'])} (CI {_pct(b['llm_wins']['ci_low'])} – "
                                     f"{_pct(b['llm_wins']['ci_high'])})",
            "orders agree": "order-free", "picks the longer reply": "", "note": "a baseline"}
+    rows = [longer, llm]
+    known = b.get("known_writer")
+    if known:
+        rows.append({"judge": "reference: told who wrote each reply, prefer the writer rated higher on the train split",
+                     "selection accuracy": _pct((sel_b.get("known_writer") or {}).get("accuracy")),
+                     "selection pairs": (sel_b.get("known_writer") or {}).get("pairs", ""),
+                     "report accuracy (ties ½)": _pct(known["accuracy"]),
+                     "report 95 % CI": f"{_pct(known['ci_low'])} – {_pct(known['ci_high'])}",
+                     "report pairs": known["pairs"], "ties": "", "on human-vs-LLM pairs": "",
+                     "orders agree": "order-free", "picks the longer reply": "",
+                     "note": "not a judge: the ceiling of a judge that only recognizes writers"})
     people = {"judge": "people (the ratings themselves)", "selection accuracy": "", "selection pairs": "",
               "report accuracy (ties ½)": "100 %", "report 95 % CI": "", "report pairs": "", "ties": "",
               "on human-vs-LLM pairs": "", "orders agree": "", "picks the longer reply": _pct(b["human_picks_longer"], 0),
               "note": ""}
-    return [longer, llm, people]
+    return rows + [people]
 
 
 def _note(j: dict, selected_name: str | None) -> str:
@@ -171,6 +183,15 @@ def statements(report: dict, cfg: StudyConfig) -> dict[str, str]:
         summary += (" Its whole report-set CI lies above both baselines' point estimates." if both else
                     " Its report-set CI does not lie above both baselines' point estimates, so it has not shown "
                     "that it sees more than those simple rules do.")
+        known = b.get("known_writer")
+        if known:
+            reachable = "lies above" if known["ci_low"] > b["llm_wins"]["accuracy"] else "does not lie above"
+            summary += (f" For scale: told who wrote each reply, and preferring the writer people rated higher on the "
+                        f"train split, one would agree with people on {_pct(known['accuracy'])} of the report pairs "
+                        f"(95 % CI {_pct(known['ci_low'])} – {_pct(known['ci_high'])}); even that CI {reachable} the "
+                        f"LLM-wins baseline's point estimate, so a judge that only recognizes its writers "
+                        + ("could clear both baselines." if known["ci_low"] > b["llm_wins"]["accuracy"] else
+                           "cannot be shown to clear both baselines on these pairs."))
         refused = [j["name"] for j in report["judges"] if j.get("refused")]
         if refused:
             summary += f" Never selected, because they tie most selection pairs or their orders disagree: {'; '.join(refused)}."

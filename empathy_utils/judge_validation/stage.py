@@ -21,7 +21,7 @@ from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, Pairwis
 from ..paths import DATA_ENV
 from ..presentation import plain
 from .learned import learned_judge
-from .measurement import adversarial, baselines, full_set_baselines, measure
+from .measurement import adversarial, baselines, full_set_baselines, measure, writer_ratings
 from .pairs import judge_items, rating_pairs, sample_pairs
 
 
@@ -46,7 +46,7 @@ def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", 
         spec = cfg.judge_validation.scorer_model if section == "judge_validation" else cfg.judge.model
         return LikelihoodJudge(spec, batch_size=s.batch_size, condition=cfg.judge_validation.likelihood_condition,
                                score=cfg.judge_validation.likelihood_score)
-    if kind in ("embedding-head", "reward-model", "stacked"):
+    if kind in ("embedding-head", "reward-model", "stacked", "writer-style"):
         if frame is None:
             frame = load_validation_data(cfg)
             if frame is None:
@@ -85,7 +85,7 @@ def read_validation(run_dir: str | Path) -> dict | None:
 
 
 # Judges cheap enough to judge every pair of both sets; the others judge a subsample (test_pairs).
-CHEAP_KINDS = ("likelihood", "embedding-head", "stacked", "longer")
+CHEAP_KINDS = ("likelihood", "embedding-head", "stacked", "writer-style", "longer")
 
 
 def _no_data_report(cfg: StudyConfig) -> dict:
@@ -174,7 +174,8 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
     half = -(-v.test_pairs // 2) if v.test_pairs else 0
     costly = (sample_pairs(sel_all, half, seed), sample_pairs(rep_all, half, seed))
     rep = cheap[1]
-    base = baselines(rep, resamples, seed)
+    by_writer = writer_ratings(frame)
+    base = baselines(rep, resamples, seed, by_writer)
     attacked_pool = costly[1]
     attacked_idx = sorted(np.random.default_rng(seed).choice(len(attacked_pool), min(v.adversarial_pairs, len(attacked_pool)),
                                                              replace=False).tolist())
@@ -192,8 +193,8 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
                  "human_vs_llm_pairs": base["llm_wins"]["pairs"], "adversarial_pairs": len(attacked)},
         "full_set": full_set_baselines(frame),
         "baselines": base,
-        "baselines_selection": baselines(cheap[0], resamples, seed),
-        "baselines_subsample": baselines(costly[1], resamples, seed),
+        "baselines_selection": baselines(cheap[0], resamples, seed, by_writer),
+        "baselines_subsample": baselines(costly[1], resamples, seed, by_writer),
         "candidates": list(v.candidates),
         "judges": [], "unavailable": [], "adversarial": [], "reliability": {},
     }

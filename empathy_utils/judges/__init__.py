@@ -29,5 +29,5 @@ from .defenses import (ATTACK_LABELS, ATTACKS, InstructionStrippingJudge, attack
                        strip_instructions)
 from .files import PAIR_FIELDS, judge_file, read_pairs, read_verdicts  # noqa: F401
 from .scoring import (LIKELIHOOD_FRAMINGS, LIKELIHOOD_SCORES, LISTENER_SYSTEM, EmbeddingHeadJudge,  # noqa: F401
-                      LikelihoodJudge, LongerReplyJudge, RewardModelJudge, ScoreJudge, _chat_ids, _sigmoid,
+                      LikelihoodJudge, LongerReplyJudge, RewardModelJudge, ScoreJudge, WriterStyleJudge, _chat_ids, _sigmoid,
                       load_reward_model, mean_log_probabilities, reward_conversation, word_count)

@@ -251,6 +251,41 @@ class EmbeddingHeadJudge(ScoreJudge):
         return self.featurize(prompts, replies) @ self.weights
 
 
+class WriterStyleJudge(EmbeddingHeadJudge):
+    """Which writer a reply reads like, scored by how people rated that writer.
+
+    A multinomial logistic classifier on all-MiniLM-L6-v2 embeddings tells the five writers of
+    LLMs-vs-Humans replies apart (the human listener, GPT-4, LLaMA-2, Gemini, Mixtral); a reply's score
+    is the writers' mean train-split human ratings weighted by the classifier's probabilities. It
+    measures resemblance to well-rated writers, not empathy itself: the judges chapter says how far
+    that carries. Trained by :func:`empathy_utils.judge_validation.train_writer_style` on the train
+    split only."""
+
+    kind = "writer-style"
+    gives_probability = True
+
+    def __init__(self, coef, intercept, writers, writer_ratings, encoder, train_replies: int,
+                 cache: dict | None = None):
+        super().__init__(np.zeros(1), "reply", encoder, 0, cache=cache)
+        self.coef = np.asarray(coef, dtype=float)
+        self.intercept = np.asarray(intercept, dtype=float)
+        self.writers = list(writers)
+        self.writer_ratings = np.asarray(writer_ratings, dtype=float)
+        self.train_replies = train_replies
+        self.name = (f"writer-style judge (all-MiniLM-L6-v2 embeddings -> which of the five writers a reply "
+                     f"reads like, times that writer's mean human rating; trained on {train_replies} "
+                     f"LLMs-vs-Humans train-split replies)")
+
+    def writer_probabilities(self, replies) -> np.ndarray:
+        logits = self.embed([str(r) for r in replies]) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def score(self, prompts, replies):
+        return self.writer_probabilities(replies) @ self.writer_ratings
+
+
 class RewardModelJudge(ScoreJudge):
     """A reward model: a causal LM with a scalar head and a LoRA adapter trained with TRL's
     RewardTrainer on human-rated pairs (:func:`empathy_utils.judge_validation.train_reward_model`).
