@@ -341,15 +341,17 @@ class JudgeValidationSettings(BackendSettings):
     )
     test_pairs: int = param(
         300,
-        "Expensive judges (pairwise-llm, reward-model): test-split pairs judged, whole dialogues (seeded by "
-        "run.seed) until at least this many pairs, half from the selection set and half from the report set "
-        "(0 = every pair). Scoring judges see scoring_pairs.",
+        "Judges that run a language model per pair or per reply (pairwise-llm, likelihood, reward-model, "
+        "stacked on likelihood+text): test-split pairs judged, whole dialogues (seeded by run.seed) until at "
+        "least this many pairs, half from the selection set and half from the report set (0 = every pair). "
+        "The embedding judges see scoring_pairs.",
     )
     scoring_pairs: int = param(
         0,
-        "Scoring judges (likelihood, embedding-head, stacked) and the baselines: test-split pairs judged "
-        "in each of the selection and report sets (whole dialogues; 0 = every pair). The embedding head "
-        "judges thousands of pairs in seconds; the likelihood judge a few replies a second.",
+        "Judges that need no language model per reply (embedding-head, writer-style, stacked on text "
+        "features) and the baselines: test-split pairs judged in each of the selection and report sets "
+        "(whole dialogues; 0 = every pair). They judge thousands of pairs in seconds; the likelihood judge "
+        "scores a few replies a second, so it judges the test_pairs subsample.",
     )
     selection_share: float = param(
         0.5,

@@ -18,9 +18,11 @@ PROFILES = sorted((REPO / "notebooks" / "params").glob("*.yaml"))
 @pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
 def test_every_profile_loads_into_the_pinned_dataclasses(path):
     cfg = load_config(path)
-    # A profile that extends another shares its run folder (and adds stages to it).
-    parent = yaml.safe_load(path.read_text()).get("extends")
-    assert cfg.run.name == (load_config(profile_path(parent)).run.name if parent else path.stem)
+    # A profile that extends another shares its run folder (and adds stages to it), unless it names
+    # its own run (it changes what the parent's stages read, e.g. the data): then its own name.
+    raw = yaml.safe_load(path.read_text())
+    parent, own_name = raw.get("extends"), (raw.get("run") or {}).get("name")
+    assert cfg.run.name == (load_config(profile_path(parent)).run.name if parent and not own_name else path.stem)
     # Round trip: the resolved dict validates again and hashes the same.
     again = StudyConfig.from_dict(cfg.to_dict())
     assert again.params_hash() == cfg.params_hash()

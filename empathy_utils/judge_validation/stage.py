@@ -85,7 +85,15 @@ def read_validation(run_dir: str | Path) -> dict | None:
 
 
 # Judges cheap enough to judge every pair of both sets; the others judge a subsample (test_pairs).
-CHEAP_KINDS = ("likelihood", "embedding-head", "stacked", "writer-style", "longer")
+# Judges cheap enough to judge every pair (no language model per reply); the others judge the
+# test_pairs subsample, and the book's table says so.
+CHEAP_KINDS = ("embedding-head", "stacked", "writer-style", "longer")
+
+
+def is_cheap(judge: Judge) -> bool:
+    """True for a judge that scores thousands of pairs in seconds (a stacked judge that reads the
+    likelihood judge's scores is as slow as the likelihood judge)."""
+    return judge.kind in CHEAP_KINDS and getattr(judge, "likelihood", None) is None
 
 
 def _no_data_report(cfg: StudyConfig) -> dict:
@@ -212,8 +220,8 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
                 report["unavailable"].append({"kind": kind, "reason": str(exc).splitlines()[0]})
                 continue
     for kind, judge in judges.items():
-        is_cheap = judge.kind in CHEAP_KINDS
-        sel_pairs, rep_pairs = cheap if is_cheap else costly
+        cheap_judge = is_cheap(judge)
+        sel_pairs, rep_pairs = cheap if cheap_judge else costly
         log(f"validating {judge.name} on {len(sel_pairs)} selection and {len(rep_pairs)} report pairs ...")
         sel_records = judge.judge(judge_items(sel_pairs))
         cal = _calibrate(judge, sel_records, list(sel_pairs["human"]), v)
@@ -228,9 +236,9 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
         row = {"kind": judge.kind, "name": judge.name, "order_free": judge.order_free, "set": "report",
                "seconds": round(seconds, 1), "pairs_per_second": len(items) / seconds if seconds > 0 else float("nan"),
                **stats, "selection": selection, "calibration": cal, "settings": judge_settings(judge),
-               "subsampled": not is_cheap and len(rep_pairs) < len(rep_all),
+               "subsampled": not cheap_judge and len(rep_pairs) < len(rep_all),
                "refused": _refused(selection, v.max_tie_rate)}
-        if not is_cheap:
+        if not cheap_judge:
             row["baselines_same_pairs"] = report["baselines_subsample"]
         if any(r.get("p_a") is not None for r in records):
             report["reliability"][judge.name] = reliability([r.get("p_a") for r in records],
