@@ -70,7 +70,7 @@ _LAZY = {
     "pride_method": "pride",
     "pride_reply_facts": "pride",
     "pride_training_table": "pride",
-    "pride_reply_glue": "presentation",
+    "pride_reply_glue": "pride",
     "load_esconv": "esconv",
     "run_dbt": "dbt.stage",
     "dbt_data": "dbt.stage",
