@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..artifacts import glue_key
 from ..presentation import (
     DASH,
     interval,
@@ -108,8 +109,6 @@ UNMEASURED_JUDGE = ("Its agreement with human ratings was not measured in this r
 def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = None) -> dict:
     """The scalars and sentences the book's PRIDE chapter cites (glued by the notebook), from the
     data card and what pride.stage.judge_students returned."""
-    from .stage import key
-
     results = report["results"]
     validity = report.get("validity") or {}
     pride_vs_base = results[(results["candidate"] == "pride") & (results["opponent"] == "base")]
@@ -130,18 +129,18 @@ def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = Non
     nan = float("nan")
     for candidate in {*results["candidate"], "pride", "teacher"}:
         for opponent in ("base", "teacher"):  # a comparison the run did not make is glued as NaN
-            prefix = f"{key(candidate)}_vs_{key(opponent)}_"
+            prefix = f"{glue_key(candidate)}_vs_{glue_key(opponent)}_"
             for f in ("win_rate", "ci_low", "ci_high", "position_consistency"):
                 facts[prefix + f] = nan
     for _, r in results.iterrows():
-        prefix = f"{key(r['candidate'])}_vs_{key(r['opponent'])}_"
+        prefix = f"{glue_key(r['candidate'])}_vs_{glue_key(r['opponent'])}_"
         for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "unparsed", "pairs"):
             facts[prefix + f] = r[f]
         consistency = r["position_consistency"]
         facts[prefix + "position_consistency"] = nan if is_missing(consistency) else consistency
     for s in training or []:
-        facts[f"{key(s['variant'])}_steps"] = s["steps"]
-        facts[f"{key(s['variant'])}_seconds"] = s["seconds"]
+        facts[f"{glue_key(s['variant'])}_steps"] = s["steps"]
+        facts[f"{glue_key(s['variant'])}_seconds"] = s["seconds"]
     return facts
 
 
