@@ -4,6 +4,8 @@ The stages compute and return plain data (DataFrames, dicts, dataclasses); this 
 place that turns such data into text. One formatter per kind of number (:func:`percent`,
 :func:`interval`, :func:`plain`), one sentence per statistical situation (:func:`interval_situation`
 says which situation a confidence interval is in; the sentence functions choose their words from it).
+A method's own tables and sentences (``pride/presenting.py``, ``judge_validation/presenting.py``) are
+built from these, so a number or an interval reads the same in every chapter.
 """
 
 from __future__ import annotations
