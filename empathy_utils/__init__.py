@@ -7,10 +7,9 @@ stays fast for the command line.
 
 from __future__ import annotations
 
-import importlib
-
 from .config import StudyConfig, load_config
 from .errors import BackendError, ConfigError, DataError, StudyError
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -70,7 +69,7 @@ _LAZY = {
     "pride_method": "pride",
     "pride_reply_facts": "pride",
     "pride_training_table": "pride",
-    "pride_reply_glue": "presentation",
+    "pride_reply_glue": "pride",
     "load_esconv": "esconv",
     "run_dbt": "dbt.stage",
     "dbt_data": "dbt.stage",
@@ -88,12 +87,7 @@ _LAZY = {
     "paper_facts": "dbt.paper",
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module 'empathy_utils' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["StudyConfig", "load_config", "StudyError", "ConfigError", "DataError", "BackendError", *_LAZY]

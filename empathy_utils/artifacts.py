@@ -57,6 +57,45 @@ class RunPaths:
         return {"base": None, "sft": self.sft_model, "dpo": self.dpo_model}[student]
 
 
+def glue_key(name: str) -> str:
+    """A student's (or row's) name as part of a glue key: glue names take no hyphens."""
+    return name.replace("-", "_")
+
+
+class MethodPaths:
+    """A method's own folder inside a run folder, ``<run>/<folder>`` (PRIDE's, DBT's): its data and
+    data card, results, one generations file per student and one judgments file per comparison; its
+    figures go to the run's figures folder, beside the core study's. A method names its folder and
+    adds its own files."""
+
+    folder = ""  # set by each method
+    stage = ""  # the stage's name in messages ("PRIDE")
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run = Path(run_dir)
+        self.root = self.run / self.folder
+
+    data = property(lambda s: s.root / "data")
+    card = property(lambda s: s.root / "data" / "card.json")
+    results = property(lambda s: s.root / "results")
+    figures = property(lambda s: s.run / "figures")
+
+    def generation(self, student: str) -> Path:
+        return self.root / "generations" / f"{student}.jsonl"
+
+    def judgment(self, candidate: str, opponent: str) -> Path:
+        return self.root / "judgments" / f"{candidate}_vs_{opponent}.jsonl"
+
+    def read(self, path: Path) -> list[dict]:
+        """The records of a JSONL file an earlier step of the stage wrote; missing: which stage to run."""
+        from .data import read_jsonl
+        from .errors import StudyError
+
+        if not path.exists():
+            raise StudyError(f"{path}: missing; run the earlier steps of the {self.stage} stage first")
+        return read_jsonl(path)
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 

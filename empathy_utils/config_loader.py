@@ -3,7 +3,8 @@ that turn a nested mapping into the dataclasses of :mod:`empathy_utils.config`.
 
 The command line, the runner and the stage notebooks all go through :func:`load_config`, so a
 profile means the same thing whichever way a stage is started. The schemas themselves (sections,
-fields, defaults, help) and the cross-field rules live in :mod:`empathy_utils.config`.
+fields, defaults, help) and the cross-field rules live in :mod:`empathy_utils.config` and the
+settings modules it gathers (each method's own ``settings.py``, :mod:`empathy_utils.multi_run`).
 """
 
 from __future__ import annotations

@@ -118,8 +118,9 @@ def parameters_markdown() -> str:
     lines = [
         "# Parameters",
         "",
-        "Every parameter of a run, generated from the dataclasses in `empathy_utils/config.py` by",
-        "`empathy-study params --write-page` (do not edit this page by hand; a test checks it is up to date).",
+        "Every parameter of a run, generated from the dataclasses of its sections (`empathy_utils/config.py`,",
+        "and each method's own `settings.py` beside it) by `empathy-study params --write-page` (do not edit",
+        "this page by hand; a test checks it is up to date).",
         "A params file in `notebooks/params/` sets any of them; `--set section.key=value` on the command line",
         "and the `overrides` parameter of a stage notebook change one of them for one run.",
         "",

@@ -4,6 +4,8 @@ The stages compute and return plain data (DataFrames, dicts, dataclasses); this 
 place that turns such data into text. One formatter per kind of number (:func:`percent`,
 :func:`interval`, :func:`plain`), one sentence per statistical situation (:func:`interval_situation`
 says which situation a confidence interval is in; the sentence functions choose their words from it).
+A method's own tables and sentences (``pride/presenting.py``, ``judge_validation/presenting.py``) are
+built from these, so a number or an interval reads the same in every chapter.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pandas as pd
 DASH = "—"
 
 
-def _missing(x) -> bool:
+def is_missing(x) -> bool:
+    """None, NaN, or a value that is no number: shown as a dash, glued as NaN."""
     if x is None:
         return True
     try:
@@ -28,7 +31,7 @@ def _missing(x) -> bool:
 
 def percent(x, digits: int = 1) -> str:
     """A share as a percentage ("61.5 %"); a missing value (None, NaN) as a dash."""
-    return DASH if _missing(x) else f"{100 * float(x):.{digits}f} %"
+    return DASH if is_missing(x) else f"{100 * float(x):.{digits}f} %"
 
 
 def interval(low, high, digits: int = 1) -> str:
@@ -56,7 +59,7 @@ def plain(value, nan=float("nan")):
 def interval_situation(low, high, reference: float = 0.5) -> str:
     """Where a confidence interval lies with respect to ``reference``: "above", "below",
     "includes" (the data cannot tell it from the reference) or "unknown" (not estimated)."""
-    if _missing(low) or _missing(high):
+    if is_missing(low) or is_missing(high):
         return "unknown"
     if low > reference:
         return "above"
@@ -95,7 +98,7 @@ def winrate_sentence(row, accuracy) -> str:
     """One comparison's win rate in words: a finding only when the judge was measured above chance
     and the win rate's own interval excludes 50 %."""
     label = row["comparison"]
-    if _missing(row["win_rate"]):
+    if is_missing(row["win_rate"]):
         return f"{label}: no pair could be judged."
     rate = f"{label}: {percent(row['win_rate'])} (CI {interval(row['ci_low'], row['ci_high'])})"
     if not judge_is_trustworthy(accuracy):
@@ -118,7 +121,7 @@ def winrate_sentences(results: pd.DataFrame, accuracy) -> str:
 def lc_statement(row) -> str:
     """The length-controlled win rate of one comparison as a phrase, or why it was not estimated."""
     rate = row.get("lc_win_rate")
-    if _missing(rate):
+    if is_missing(rate):
         return row.get("lc_note") or "not estimated"
     return f"{percent(rate)} (bootstrap CI {interval(row['lc_ci_low'], row['lc_ci_high'])})"
 
@@ -129,7 +132,7 @@ def position_statement(row) -> str:
     if row is None:
         return "No comparison was judged."
     value = row["position_consistency"]
-    if _missing(value):
+    if is_missing(value):
         return ("This judge scores each reply on its own, so the order in which two replies are shown cannot "
                 "change its verdict.")
     return (f"This judge sees each pair in both orders; on the {row['comparison']} pairs the two orders agreed "
@@ -161,7 +164,7 @@ def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
         "length-controlled": results["lc_win_rate"].map(percent) if "lc_win_rate" in results else DASH,
         "W / T / L": [f"{w} / {t} / {n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
         "unparsed": results["unparsed"],
-        "orders agree": ["order-free" if _missing(x) else percent(x) for x in results["position_consistency"]],
+        "orders agree": ["order-free" if is_missing(x) else percent(x) for x in results["position_consistency"]],
     })
     return out.set_index("comparison")
 
@@ -170,7 +173,7 @@ def emotion_table(per_emotion: pd.DataFrame) -> pd.DataFrame:
     """Per-emotion win rates (ties ½) with the number of dialogues, one column per comparison."""
     if per_emotion is None or not len(per_emotion):
         return pd.DataFrame()
-    cells = [f"{percent(w, 0)} (n={n})" if not _missing(w) else f"{DASH} (n={n})"
+    cells = [f"{percent(w, 0)} (n={n})" if not is_missing(w) else f"{DASH} (n={n})"
              for w, n in zip(per_emotion["win_rate"], per_emotion["n"])]
     table = per_emotion.assign(cell=cells).pivot(index="emotion", columns="comparison", values="cell")
     table.columns.name = None
@@ -272,169 +275,3 @@ def validation_displays(report: dict, table: pd.DataFrame, adversarial: pd.DataF
             "Flip rate of injected instructions (flips / verdicts that could flip), by judge and defense")
             if adversarial is not None else HTML("<p><em>No table: no injected-instruction check was run.</em></p>")),
     }
-
-
-# ------------------------------------------------------------------------------------- PRIDE
-def pride_card_table(card: dict) -> pd.DataFrame:
-    """The PRIDE data card (pride.stage.prepare_data) as a two-column table."""
-    t = card["teacher_log"]["train"]
-    flags = ", ".join(f"{k} {v}" for k, v in t["flags"].items() if v) or "none"
-    rows = [
-        ("data", f"{card['source']['name']} ({card['train_examples']} train, {card['test_examples']} test examples)"),
-        ("privileged information", ", ".join(card["pi_fields"])),
-        ("teacher", card["teacher"]),
-        ("student", f"{card['student_model']}, prompt {card['student_prompt']} (dialogue only)"),
-        ("teacher calls (train)", f"{t['calls']} (retried {t['retried']})"),
-        ("usable teacher replies (train)", f"{card['train_usable']} of {card['train_examples']}"),
-        ("teacher reply flags (train)", flags),
-        ("teacher answers from the cache", f"{card['cache']['answered_from_cache']} (new calls {card['cache']['new_calls']})"),
-    ]
-    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
-
-
-def pride_training_table(summaries: list[dict]) -> pd.DataFrame:
-    """One row per PRIDE-chapter student: trainer, steps, losses, the module's gate and attention."""
-    from .pride.stage import LABELS
-
-    def num(v, fmt="{:.3f}"):
-        return "—" if v is None else fmt.format(v)
-
-    rows = []
-    for s in summaries:
-        attention = s.get("attention") or {}
-        top = max(((k, v) for k, v in attention.items() if k != "null"), key=lambda kv: kv[1], default=None)
-        rows.append({
-            "student": LABELS[s["variant"]],
-            "trainer": s["trainer"] + (" — reused: same settings and data as before" if s.get("reused") else ""),
-            "steps": s["steps"],
-            "seconds": s["seconds"],
-            "first → last loss": f"{num(s['first_loss'])} → {num(s['last_loss'])}",
-            "mean CE / RKL / MMD²": " / ".join(num(s.get(k)) for k in ("mean_ce", "mean_rkl", "mean_mmd")),
-            "gate |tanh g|": num(s.get("gate_strength"), "{:.4f}"),
-            "most-attended PI source": "—" if top is None else f"{top[0]} ({top[1]:.2f}; null {attention.get('null', 0):.2f})",
-        })
-    return pd.DataFrame(rows).set_index("student")
-
-
-def pride_ablation_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per student: what it is, and its win rate (CI; W/T/L) against each opponent."""
-    from .pride.stage import LABELS, WHAT
-
-    def cell(r):
-        if _missing(r["win_rate"]):
-            return DASH
-        return f"{percent(r['win_rate'])} ({interval(r['ci_low'], r['ci_high'])}); {r['wins']}/{r['ties']}/{r['losses']}"
-
-    confidence = round(100 * results["confidence"].iloc[0])
-    table = {}
-    for _, r in results.iterrows():
-        row = table.setdefault(r["candidate"], {"student": LABELS[r["candidate"]], "what it is": WHAT[r["candidate"]]})
-        row[f"vs {LABELS[r['opponent']]}: win rate ({confidence} % CI); W/T/L"] = cell(r)
-    return pd.DataFrame(list(table.values())).set_index("student").fillna("—")
-
-
-def teacher_role(results: pd.DataFrame) -> str:
-    """Whether the teacher's replies bound the students from above, by this run's judge: a teacher
-    that loses to students distilled from it is no ceiling, and the book should not call it one.
-    Overlapping confidence intervals are said to be overlapping, not ranked."""
-    def row(candidate):
-        r = results[(results["candidate"] == candidate) & (results["opponent"] == "base")]
-        return r.iloc[0] if len(r) and not _missing(r["win_rate"].iloc[0]) else None
-
-    teacher, pride = row("teacher"), row("pride")
-    if teacher is None or pride is None:
-        return "This run did not judge both the teacher and PRIDE against the base student."
-    situation = overlap_situation(teacher, pride)
-    if situation == "first below":
-        return (f"That is below PRIDE's {percent(pride['win_rate'])}, and their intervals do not overlap: by this "
-                "judge the student outscores the teacher it learned from, so the teacher's own replies are no "
-                "ceiling here.")
-    if situation == "first above":
-        return (f"PRIDE's {percent(pride['win_rate'])} is below it, and their intervals do not overlap: the "
-                "teacher's replies remain the ceiling that distilling this teacher can hope to approach.")
-    return (f"PRIDE's {percent(pride['win_rate'])} and the teacher's intervals overlap: at this size the judge "
-            "cannot tell the student from the teacher it learned from.")
-
-
-UNMEASURED_JUDGE = ("Its agreement with human ratings was not measured in this run: read its win rates as the opinion "
-                    "of a judge of unknown validity.")
-
-
-def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = None) -> dict:
-    """The scalars and sentences the book's PRIDE chapter cites (glued by the notebook), from the
-    data card and what pride.stage.judge_students returned."""
-    from .pride.stage import key
-
-    results = report["results"]
-    validity = report.get("validity") or {}
-    pride_vs_base = results[(results["candidate"] == "pride") & (results["opponent"] == "base")]
-    facts = {
-        "judge_name": report["judge"],
-        "judge_statement": validity.get("statement") or UNMEASURED_JUDGE,
-        "judge_accuracy_statement": judge_accuracy_sentence(report.get("accuracy")),
-        "judge_consistency": position_statement(pride_vs_base.iloc[0] if len(pride_vs_base) else None),
-        "n_test": report["test_dialogues"],
-        "n_train": card["train_usable"],
-        "teacher_name": card["teacher"],
-        "student_model": card["student_model"],
-        "pi_fields": ", ".join(card["pi_fields"]),
-        "data_name": card["source"]["name"],
-        "confidence_pct": int(round(100 * results["confidence"].iloc[0])),
-        "teacher_role": teacher_role(results),
-    }
-    nan = float("nan")
-    for candidate in {*results["candidate"], "pride", "teacher"}:
-        for opponent in ("base", "teacher"):  # a comparison the run did not make is glued as NaN
-            prefix = f"{key(candidate)}_vs_{key(opponent)}_"
-            for f in ("win_rate", "ci_low", "ci_high", "position_consistency"):
-                facts[prefix + f] = nan
-    for _, r in results.iterrows():
-        prefix = f"{key(r['candidate'])}_vs_{key(r['opponent'])}_"
-        for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "unparsed", "pairs"):
-            facts[prefix + f] = r[f]
-        consistency = r["position_consistency"]
-        facts[prefix + "position_consistency"] = nan if _missing(consistency) else consistency
-    for s in training or []:
-        facts[f"{key(s['variant'])}_steps"] = s["steps"]
-        facts[f"{key(s['variant'])}_seconds"] = s["seconds"]
-    return facts
-
-
-def _joined(items: list) -> str:
-    items = [str(i) for i in items]
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def ablation_overlap_sentence(overlap: dict | None) -> str:
-    """pride.stage.ablation_overlap in words."""
-    if overlap is None:
-        return "This run trained no ablation beside PRIDE."
-    names = [s.removeprefix("PRIDE ") for s in overlap["students"]]
-    text = (f"Word for word, the students {_joined(names)} wrote {_joined(overlap['same_as_pride'])} of their "
-            f"{overlap['replies']} test replies exactly as PRIDE did; an ablation that leaves most replies unchanged "
-            "cannot move the win rate much.")
-    terms = overlap.get("weighted_terms")
-    if terms:
-        text += (f" In PRIDE's training the weighted terms averaged {terms['CE']:.3f} (CE), "
-                 f"{terms['reverse KL']:.3f} (reverse KL) and {terms['MMD²']:.3f} (MMD²).")
-    return text
-
-
-def pride_reply_glue(facts: dict) -> dict:
-    """pride.stage.reply_facts as the chapter glues it (the overlap as a sentence)."""
-    return {**facts, "ablation_overlap": ablation_overlap_sentence(facts.get("ablation_overlap"))}
-
-
-def pride_method(cfg) -> str:
-    """The run's PRIDE settings in one paragraph (the notebook prints it above the results)."""
-    import textwrap
-
-    p = cfg.pride
-    return textwrap.fill(
-        f"Loss = {p.lambda_ce:g}·CE + {p.lambda_rkl:g}·RKL(T={p.rkl_temperature:g}) + {p.lambda_mmd:g}·MMD² "
-        f"(Gaussian kernel, bandwidths {p.mmd_bandwidths} × {'median distance' if p.mmd_bandwidth_mode == 'median' else '1'}, "
-        f"{p.mmd_estimator} estimator, features at layer {p.mmd_layer}); multi-source attention after decoder layer "
-        f"{p.fusion_layer} ({p.fusion_heads} heads, width {p.fusion_dim}, PI encoded by {p.pi_encoder}, pooled by "
-        f"{p.pi_pooling}), PI dropout {p.pi_dropout:g}; LoRA rank from the lora section; lr {p.learning_rate:g} "
-        f"(module {p.module_learning_rate or p.learning_rate:g}), batch {p.batch_size}, "
-        f"{'max ' + str(p.max_steps) + ' steps' if p.max_steps > 0 else str(p.epochs) + ' epoch(s)'}.", 110)

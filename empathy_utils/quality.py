@@ -60,7 +60,8 @@ def trim_to_sentence(text: str) -> str:
 
 
 def word_count(text: str) -> int:
-    return len(text.split())
+    """Words of a reply (whitespace-separated); the judges' length baseline and length bias count the same way."""
+    return len(str(text).split())
 
 
 def check_reply(text: str, finish_reason: str = "stop", original: str | None = None,

@@ -338,7 +338,7 @@ def test_pride_parameters_are_checked_together():
 
 
 def test_glued_facts_and_the_ablation_table_cover_every_student():
-    from empathy_utils.presentation import pride_ablation_table, pride_glue_facts
+    from empathy_utils.pride.presenting import pride_ablation_table, pride_glue_facts
     from empathy_utils.pride.stage import comparisons
 
     cfg = _cfg()
@@ -455,7 +455,7 @@ class CountingJudge:
 
 def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     from empathy_utils.data import save_jsonl
-    from empathy_utils.presentation import pride_reply_glue
+    from empathy_utils.pride.presenting import pride_reply_glue
     from empathy_utils.pride.stage import PridePaths, judge_students, reply_facts
 
     cfg = _cfg("pride.variants=[pride]")
@@ -495,7 +495,7 @@ def test_the_ablation_sentence_counts_replies_identical_to_prides(tmp_path):
     import json
 
     from empathy_utils.data import save_jsonl
-    from empathy_utils.presentation import ablation_overlap_sentence
+    from empathy_utils.pride.presenting import ablation_overlap_sentence
     from empathy_utils.pride.stage import PridePaths, ablation_overlap
 
     cfg = _cfg("pride.variants=[pride,pride-no-pi,pride-no-mmd]", "pride.lambda_mmd=2")

@@ -24,10 +24,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import yaml
 
-from ..artifacts import RunPaths
+from ..artifacts import MethodPaths, RunPaths, glue_key
 from ..backends import Sampling
 from ..config import StudyConfig
-from ..data import read_jsonl, save_jsonl
+from ..data import save_jsonl
 from ..errors import StudyError
 from ..models import model_label
 from ..prompts import load_prompt
@@ -43,16 +43,12 @@ WHAT = {"base": "the untuned student", "sft": "LoRA SFT on the reference support
         "sft-dpo": "DPO on the DBT pairs, continuing the SFT adapter (reference: the SFT model)"}
 
 
-class DBTPaths:
-    def __init__(self, run_dir: str | Path):
-        self.run = Path(run_dir)
-        self.root = self.run / "dbt"
+class DBTPaths(MethodPaths):
+    """``<run>/dbt``: the method folder's files, the teacher's candidates, and two training folders."""
 
-    data = property(lambda s: s.root / "data")
-    card = property(lambda s: s.root / "data" / "card.json")
+    folder = "dbt"
+    stage = "DBT"
     candidates = property(lambda s: s.root / "data" / "candidates.jsonl")
-    results = property(lambda s: s.root / "results")
-    figures = property(lambda s: s.run / "figures")
     # Each is laid out as a run folder, so the study's train_sft / train_dpo work on it unchanged.
     sft_then_dpo = property(lambda s: RunPaths(s.root / "train" / "sft-then-dpo"))
     dpo_on_base = property(lambda s: RunPaths(s.root / "train" / "dpo-on-base"))
@@ -60,22 +56,9 @@ class DBTPaths:
     def examples(self, split: str) -> Path:
         return self.data / f"{split}.jsonl"
 
-    def generation(self, row: str) -> Path:
-        return self.root / "generations" / f"{row}.jsonl"
-
     def adapter(self, row: str) -> Path | None:
         return {"base": None, "sft": self.sft_then_dpo.sft_model, "dpo": self.dpo_on_base.dpo_model,
                 "sft-dpo": self.sft_then_dpo.dpo_model}[row]
-
-
-def key(row: str) -> str:
-    return row.replace("-", "_")
-
-
-def _read(path: Path) -> list[dict]:
-    if not path.exists():
-        raise StudyError(f"{path}: missing; run the earlier steps of the DBT stage first")
-    return read_jsonl(path)
 
 
 def _teacher(cfg: StudyConfig):
@@ -314,7 +297,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     from ..stages import reply_summary
 
     paths = DBTPaths(run_dir)
-    test = _read(paths.examples("test"))
+    test = paths.read(paths.examples("test"))
     convs = [student_messages(e) for e in test]
     sampling = Sampling(cfg.generation.max_new_tokens, cfg.generation.temperature, seed=cfg.run.seed)
     summary = []
@@ -341,8 +324,8 @@ def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     from ..reference_metrics import reference_metrics
 
     paths = DBTPaths(run_dir)
-    test = _read(paths.examples("test"))
-    replies = {row: [r["reply"] for r in _read(paths.generation(row))] for row in ROWS}
+    test = paths.read(paths.examples("test"))
+    replies = {row: [r["reply"] for r in paths.read(paths.generation(row))] for row in ROWS}
     references = [e["reference"] for e in test]
     teacher = _teacher(cfg)
     metrics, labels, log = [], {}, LabelLog()
@@ -364,7 +347,7 @@ def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
         for e, a, b in zip(test, replies[row], replies["base"])]) for row in ROWS[1:]]
     judged = judge_comparisons(
         comparisons, judge,
-        JudgingOutput(judgment_file=lambda cand, opp: paths.root / "judgments" / f"{cand}_vs_{opp}.jsonl",
+        JudgingOutput(judgment_file=paths.judgment,
                       results_dir=paths.results, figure_file=paths.figures / "dbt_winrates.png",
                       figure_title="DBT rows against the base student"),
         resamples=cfg.dbt.bootstrap_resamples, confidence=cfg.judge.confidence, seed=cfg.run.seed)
@@ -474,12 +457,12 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, index: int = 0) -> pd.D
         return pd.DataFrame([{"who": "—", "text": "ESConv is research data: its conversations are not shown."}]
                             ).set_index("who")
     paths = DBTPaths(run_dir)
-    test = _read(paths.examples("test"))
+    test = paths.read(paths.examples("test"))
     e = test[min(index, len(test) - 1)]
     rows = [{"who": "conversation so far", "text": render(e["history"])},
             {"who": "reference (the corpus's supporter turn)", "text": e["reference"]}]
     for row in ROWS:
-        reply = _read(paths.generation(row))[min(index, len(test) - 1)]["reply"]
+        reply = paths.read(paths.generation(row))[min(index, len(test) - 1)]["reply"]
         rows.append({"who": f"{LABELS[row]} reply", "text": reply})
     return pd.DataFrame(rows).set_index("who")
 
@@ -506,10 +489,10 @@ def glue_facts(cfg: StudyConfig, card: dict, report: dict) -> dict:
     for row in ROWS:
         for col, name in (("BLEU-4", "bleu4"), ("ROUGE-L", "rougel"), ("Distinct-2", "distinct2"),
                           ("DBT adherence", "adherence"), ("DBT adherence (second labeller)", "adherence_other")):
-            facts[f"dbt_{key(row)}_{name}"] = float(metrics.loc[row, col])
+            facts[f"dbt_{glue_key(row)}_{name}"] = float(metrics.loc[row, col])
     for row in ROWS[1:]:
         for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses"):
-            facts[f"dbt_{key(row)}_vs_base_{f}"] = wins.loc[row, f]
+            facts[f"dbt_{glue_key(row)}_vs_base_{f}"] = wins.loc[row, f]
     facts["dbt_conclusion"] = conclusion(metrics, wins)
     return facts
 

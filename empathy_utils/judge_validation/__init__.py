@@ -21,18 +21,50 @@ Measured for each candidate judge:
 Learned judges (embedding head, reward model) train on **train-split pairs only**: the training
 functions receive only train rows, and record the dialogue ids they saw. They are cached under
 ``$EMPATHY_CACHE_DIR/judges`` by a hash of their training settings and the data file's checksum.
+
+The section's settings are in :mod:`.settings` (imported by the config). This ``__init__`` imports
+nothing until a name is used (:mod:`empathy_utils.lazy`), so the config can import the settings
+without a cycle; ``jv.rating_pairs``, ``jv.pairs`` … work as before.
 """
 
-from . import calibration, offline, pairs  # noqa: F401
-from .learned import (EmbeddingStore, learned_judge, load_encoder, train_embedding_head,  # noqa: F401
-                      train_reward_model)
-from .calibration import reliability_figure  # noqa: F401
-from .measurement import (LENGTH_BINS, adversarial, agreement, baselines, full_set_baselines,  # noqa: F401
-                          measure)
-from .pairs import SOURCES, judge_items, longer_side, rating_pairs, sample_pairs, train_pairs_of  # noqa: F401
-from .presenting import (KIND_LABELS, adversarial_table, packaged_glue_values, packaged_table,  # noqa: F401
-                         reliability_tables, report_set_glue_values, statements, validation_table)
-from .offline import packaged_measurement, selected_from_packaged  # noqa: F401
-from .stage import (build_judge, judge_from_selection, load_validation_data, read_validation,  # noqa: F401
-                    run_validation, select,
-                    validation_file)
+from ..lazy import lazy_exports
+
+_EXPORTS = {
+    "EmbeddingStore": "learned",
+    "learned_judge": "learned",
+    "load_encoder": "learned",
+    "train_embedding_head": "learned",
+    "train_reward_model": "learned",
+    "reliability_figure": "calibration",
+    "LENGTH_BINS": "measurement",
+    "adversarial": "measurement",
+    "agreement": "measurement",
+    "baselines": "measurement",
+    "full_set_baselines": "measurement",
+    "measure": "measurement",
+    "SOURCES": "pairs",
+    "judge_items": "pairs",
+    "longer_side": "pairs",
+    "rating_pairs": "pairs",
+    "sample_pairs": "pairs",
+    "train_pairs_of": "pairs",
+    "KIND_LABELS": "presenting",
+    "adversarial_table": "presenting",
+    "packaged_glue_values": "presenting",
+    "packaged_table": "presenting",
+    "reliability_tables": "presenting",
+    "report_set_glue_values": "presenting",
+    "statements": "presenting",
+    "validation_table": "presenting",
+    "packaged_measurement": "offline",
+    "selected_from_packaged": "offline",
+    "build_judge": "stage",
+    "judge_from_selection": "stage",
+    "load_validation_data": "stage",
+    "read_validation": "stage",
+    "run_validation": "stage",
+    "select": "stage",
+    "validation_file": "stage",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import JudgeValidationSettings
 from ..errors import StudyError
 from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge, reward_conversation
 from ..paths import cache_dir
 from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of
+from .settings import JudgeValidationSettings
 
 
 def _settings_key(kind: str, payload: dict, data_sha: str) -> str:

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..quality import word_count
 from .base import Judge
 
 # --------------------------------------------------------------------------- scoring judges
@@ -46,10 +47,6 @@ class ScoreJudge(Judge):
                             "p_a": _sigmoid(diff / (self.temperature or 1.0)) if self.gives_probability else None,
                             "a_first": None, "b_first": None, "score_a": sa, "score_b": sb, "judge": self.name})
         return records
-
-
-def word_count(text: str) -> int:
-    return len(str(text).split())
 
 
 class LongerReplyJudge(ScoreJudge):

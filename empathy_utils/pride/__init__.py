@@ -6,25 +6,37 @@ book/pride.md), with its baselines and ablations.
 - :mod:`.data` — examples with PI (the run's data or ESConv), the reasoning teacher, token alignment;
 - :mod:`.train` — the PRIDE trainer (transformers ``Trainer``) and the TRL SFT / SDFT baselines;
 - :mod:`.stage` — the stage the notebook ``08_pride`` runs, step by step (its tables and sentences are in
-  :mod:`empathy_utils.presentation`).
+  :mod:`.presenting`);
+- :mod:`.settings` — the ``pride`` params section (imported by the config; nothing heavy there).
 
-The names below are what notebooks use (``eu.pride_data(cfg, run_dir)`` …).
+The names below are what notebooks use (``eu.pride_data(cfg, run_dir)`` …); this ``__init__`` imports
+none of them until one is used (:mod:`empathy_utils.lazy`), so the config can import the settings
+without a cycle.
 """
 
-from ..presentation import pride_ablation_table, pride_card_table, pride_glue_facts, pride_method, pride_training_table
-from .stage import LABELS, PridePaths, comparisons, example_table
-from .stage import generate_replies as pride_generate
-from .stage import judge_students as pride_judge
-from .stage import prepare_data as pride_data
-from .stage import reply_facts, run_pride, training_figure
-from .stage import train_students as pride_train
+from ..lazy import lazy_exports
 
-pride_examples = example_table
-pride_training_figure = training_figure
-pride_reply_facts = reply_facts
-
-__all__ = [
-    "LABELS", "PridePaths", "comparisons", "run_pride", "pride_data", "pride_train", "pride_generate", "pride_judge",
-    "pride_card_table", "pride_examples", "pride_training_figure", "pride_ablation_table", "pride_glue_facts",
-    "pride_method", "pride_reply_facts", "pride_training_table",
-]
+_EXPORTS = {
+    "LABELS": "stage",
+    "PridePaths": "stage",
+    "comparisons": "stage",
+    "example_table": "stage",
+    "reply_facts": "stage",
+    "run_pride": "stage",
+    "training_figure": "stage",
+    "pride_generate": "stage:generate_replies",
+    "pride_judge": "stage:judge_students",
+    "pride_data": "stage:prepare_data",
+    "pride_train": "stage:train_students",
+    "pride_examples": "stage:example_table",
+    "pride_training_figure": "stage:training_figure",
+    "pride_reply_facts": "stage:reply_facts",
+    "pride_card_table": "presenting",
+    "pride_training_table": "presenting",
+    "pride_ablation_table": "presenting",
+    "pride_glue_facts": "presenting",
+    "pride_method": "presenting",
+    "pride_reply_glue": "presenting",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

@@ -13,10 +13,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..backends import ChatBackend, Sampling
-from ..config import PI_FIELDS, PrideSettings, StudyConfig
+from ..config import StudyConfig
 from ..errors import StudyError
 from ..prompts import load_prompt
 from ..quality import FLAGS, check_reply, clean_reply, trim_to_sentence, usable
+from .settings import PI_FIELDS, PrideSettings
 
 STUDENT_PROMPT_ID = "dialogue-response"
 PI_LABELS = {"situation": "Situation", "emotion": "Emotion", "problem": "Problem",

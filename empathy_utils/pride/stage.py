@@ -30,7 +30,7 @@ from ..config import StudyConfig
 from ..data import read_jsonl, save_jsonl, sha256_file
 from ..errors import StudyError
 from ..models import model_label
-from ..artifacts import FileStamp, digest, files_digest, reuse_or_build
+from ..artifacts import FileStamp, MethodPaths, digest, files_digest, glue_key, reuse_or_build
 from ..training import reuse_or_train
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
 
@@ -55,31 +55,16 @@ WHAT = {
 }
 
 
-class PridePaths:
-    def __init__(self, run_dir: str | Path):
-        self.run = Path(run_dir)
-        self.root = self.run / "pride"
+class PridePaths(MethodPaths):
+    """``<run>/pride``: the method folder's files, the examples with their PI, one model per student."""
 
-    data = property(lambda s: s.root / "data")
+    folder = "pride"
+    stage = "PRIDE"
     train_file = property(lambda s: s.root / "data" / "train.jsonl")
     test_file = property(lambda s: s.root / "data" / "test.jsonl")
-    card = property(lambda s: s.root / "data" / "card.json")
-    results = property(lambda s: s.root / "results")
-    figures = property(lambda s: s.run / "figures")
 
     def model(self, variant: str) -> Path:
         return self.root / "models" / variant
-
-    def generation(self, student: str) -> Path:
-        return self.root / "generations" / f"{student}.jsonl"
-
-    def judgment(self, candidate: str, opponent: str) -> Path:
-        return self.root / "judgments" / f"{candidate}_vs_{opponent}.jsonl"
-
-
-def key(name: str) -> str:
-    """A student's name as a glue key (hyphens become underscores)."""
-    return name.replace("-", "_")
 
 
 def teacher_spec(cfg: StudyConfig) -> str:
@@ -103,12 +88,6 @@ def _quiet():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*experimental.*")
         yield
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        raise StudyError(f"{path}: missing; run the earlier steps of the PRIDE stage first")
-    return read_jsonl(path)
 
 
 # ------------------------------------------------------------------------------ 1. data, teacher
@@ -160,8 +139,8 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataF
     """A few teacher answers to read — only on the project's own corpus (research data is never shown)."""
     if cfg.pride.source != "run" or cfg.data.source != "embedded-corpus":
         return None
-    rows = []
-    for r in _read_jsonl(PridePaths(run_dir).train_file)[:n]:
+    rows, paths = [], PridePaths(run_dir)
+    for r in paths.read(paths.train_file)[:n]:
         t = r["teacher"]
         rows.append({"dialogue (student sees)": r["dialogue"], "PI (teacher sees)": pi_block(r),
                      "teacher's reasoning": " / ".join(t["reasoning"]), "teacher's reply": t["reply"],
@@ -205,7 +184,7 @@ def train_students(cfg: StudyConfig, run_dir: str | Path) -> list[dict]:
 
     p = cfg.pride
     paths = PridePaths(run_dir)
-    pairs = _targets(cfg, _read_jsonl(paths.train_file))
+    pairs = _targets(cfg, paths.read(paths.train_file))
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
     features, skipped = [], 0
     for row, target in pairs:
@@ -271,7 +250,7 @@ def _write_replies(cfg: StudyConfig, student: str, adapter: Path | None, test: l
 def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
     """Base and trained students answer the test dialogues (dialogue only, no PI); plus the teacher's replies."""
     paths = PridePaths(run_dir)
-    test = _read_jsonl(paths.test_file)
+    test = paths.read(paths.test_file)
     convs = [student_messages(r) for r in test]
     sampling = Sampling(cfg.generation.max_new_tokens, cfg.generation.temperature, seed=cfg.run.seed)
     summary = []
@@ -319,10 +298,10 @@ def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
     paths = PridePaths(run_dir)
     facts = {}
     for student in ["base", *cfg.pride.variants, *(["teacher"] if "teacher" in cfg.pride.opponents else [])]:
-        rows = _read_jsonl(paths.generation(student))
-        facts[f"{key(student)}_says_you"] = sum(addresses_listener(r["reply"]) for r in rows) / max(1, len(rows))
+        rows = paths.read(paths.generation(student))
+        facts[f"{glue_key(student)}_says_you"] = sum(addresses_listener(r["reply"]) for r in rows) / max(1, len(rows))
     facts.setdefault("teacher_says_you", float("nan"))  # not judged against the teacher: no test replies
-    train = [r for r in _read_jsonl(paths.train_file) if r["usable"]]
+    train = [r for r in paths.read(paths.train_file) if r["usable"]]
     facts["teacher_train_says_you"] = sum(addresses_listener(r["teacher"]["reply"]) for r in train) / max(1, len(train))
     facts["ablation_overlap"] = ablation_overlap(cfg, run_dir)
     return facts
@@ -339,8 +318,8 @@ def ablation_overlap(cfg: StudyConfig, run_dir: str | Path) -> dict | None:
     ablations = [a for a in ABLATIONS if a in cfg.pride.variants]
     if "pride" not in cfg.pride.variants or not ablations:
         return None
-    full = {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation("pride"))}
-    same = [sum(full.get(r["dialogue_id"]) == r["reply"] for r in _read_jsonl(paths.generation(a))) for a in ablations]
+    full = {r["dialogue_id"]: r["reply"] for r in paths.read(paths.generation("pride"))}
+    same = [sum(full.get(r["dialogue_id"]) == r["reply"] for r in paths.read(paths.generation(a))) for a in ablations]
     log = paths.results / "training.json"
     pride_log = next((s for s in json.loads(log.read_text()) if s["variant"] == "pride"), None) if log.exists() else None
     terms = None
@@ -366,9 +345,9 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     from ..judging import Comparison, JudgingOutput, judge_comparisons, make_judge, read_judge_accuracy
 
     paths = PridePaths(run_dir)
-    test = {r["dialogue_id"]: r for r in _read_jsonl(paths.test_file)}
+    test = {r["dialogue_id"]: r for r in paths.read(paths.test_file)}
     needed = {s for pair in comparisons(cfg) for s in pair}
-    replies = {s: {r["dialogue_id"]: r["reply"] for r in _read_jsonl(paths.generation(s))} for s in needed}
+    replies = {s: {r["dialogue_id"]: r["reply"] for r in paths.read(paths.generation(s))} for s in needed}
     judge = judge or make_judge(cfg, run_dir)
     pairs = [Comparison(candidate, opponent, f"{LABELS[candidate]} vs {LABELS[opponent]}",
                         [{"id": did, "context": t["judge_context"], "utterance": t["judge_utterance"],

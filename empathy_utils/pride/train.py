@@ -24,11 +24,12 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
-from ..config import PI_FIELDS, PrideSettings, StudyConfig
+from ..config import StudyConfig
 from ..errors import StudyError
 from ..training import quiet_trainer, trainer_arguments
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
+from .settings import PI_FIELDS, PrideSettings
 
 PRIDE_FAMILY = ("pride", "pride-no-pi", "pride-no-rkl", "pride-no-mmd")
 
