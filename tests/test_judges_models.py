@@ -46,6 +46,19 @@ def test_likelihood_is_the_mean_log_probability_of_the_reply(likelihood):
     assert batch[0] == pytest.approx(expected, abs=1e-4)
 
 
+def test_a_chat_framing_on_a_model_without_a_chat_template_is_a_clear_error(likelihood, tiny_spec):
+    import copy
+
+    from empathy_utils.errors import StudyError
+
+    base_tokenizer = copy.deepcopy(likelihood.tokenizer)
+    base_tokenizer.chat_template = None  # what a base model (e.g. Gemma 3 270M) ships
+    with pytest.raises(StudyError, match="needs a chat template.*'plain' framing"):
+        LikelihoodJudge(tiny_spec, condition="context", model=likelihood.model, tokenizer=base_tokenizer)
+    plain = LikelihoodJudge(tiny_spec, condition="plain", model=likelihood.model, tokenizer=base_tokenizer)
+    assert np.isfinite(plain.score([("c", "I miss him.")], ["He sounds kind."])).all()
+
+
 def test_scoring_judges_are_order_free_and_score_each_reply_once(likelihood):
     calls = []
 

@@ -172,11 +172,17 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
     memo: dict = {}
     model = tokenizer = None
     judges: dict[str, LikelihoodJudge] = {}
+    skipped: list[dict] = []
     for condition in conditions:
         for score in scores:
             start = time.time()
-            j = LikelihoodJudge(model_spec, batch_size=batch_size, condition=condition, score=score, memo=memo,
-                                model=model, tokenizer=tokenizer)
+            try:
+                j = LikelihoodJudge(model_spec, batch_size=batch_size, condition=condition, score=score, memo=memo,
+                                    model=model, tokenizer=tokenizer)
+            except StudyError as exc:  # e.g. a chat framing on a base model: said, and the others measured
+                log(f"skipped: {exc}")
+                skipped.append({"condition": condition, "score": score, "reason": str(exc)})
+                continue
             model, tokenizer = j.model, j.tokenizer
             log(f"selection: {j.name} on {len(sel)} pairs ...")
             raw = j.judge(sel_items)
@@ -244,6 +250,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
                            "min_position_consistency": MIN_POSITION_CONSISTENCY},
         "bootstrap_resamples": resamples,
         "candidates": rows,
+        "skipped": skipped,
         "baseline_rows": [longer_row],
         "baselines": {"selection": baselines(sel, resamples, SPLIT_SEED, writer_ratings(frame)),
                       "report": baselines(rep, resamples, SPLIT_SEED, writer_ratings(frame)),

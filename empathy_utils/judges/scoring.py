@@ -110,6 +110,12 @@ class LikelihoodJudge(ScoreJudge):
         self.memo = memo if memo is not None else {}
         self.model = model if model is not None else load_model(spec)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="right")
+        if condition != "plain" and not getattr(self.tokenizer, "chat_template", None):
+            from ..errors import StudyError
+
+            raise StudyError(f"likelihood judge on {spec}: the {condition!r} framing needs a chat template, and "
+                             f"this model has none (a base model); use the 'plain' framing "
+                             f"(judge_validation.likelihood_condition: plain)")
         what = "mean token log-probability" if score == "mean" else "pointwise mutual information (mean token log-probability given the speaker minus without)"
         self.name = f"likelihood local:{model_label(spec)} ({what} of the reply given {LIKELIHOOD_FRAMINGS[condition]})"
 
