@@ -10,7 +10,7 @@ import re
 import pytest
 
 from empathy_utils.config import StudyConfig
-from empathy_utils.dbt import stage
+from empathy_utils.dbt import presenting, stage
 from empathy_utils.dbt.stage import DBTPaths
 from tests.conftest import ScriptedBackend
 
@@ -140,10 +140,10 @@ def test_evaluation_on_replies_whose_metric_is_known(dbt_run):
     w = report["winrates"].set_index("candidate")
     assert w.loc["sft-dpo", "win_rate"] == 1.0 and w.loc["sft", "win_rate"] == 0.5
     assert report["judge"] == LongerReplyJudge().name
-    facts = stage.glue_facts(cfg, dbt_run[2], report)
+    facts = presenting.glue_facts(cfg, dbt_run[2], report)
     assert facts["dbt_sft_dpo_adherence"] == 1.0 and "preferred +SFT+DPO to the base" in facts["dbt_conclusion"]
     assert (run_dir / "figures" / "dbt_rows.png").exists()
-    example = stage.example_table(cfg, run_dir)
+    example = presenting.example_table(cfg, run_dir)
     assert example.loc["+SFT+DPO reply", "text"].startswith("It sounds like")
 
 

@@ -47,15 +47,31 @@ def test_the_sections_are_the_ones_beside_their_methods():
     assert type(cfg.dbt) is DBTSettings
 
 
+@pytest.mark.parametrize("module", ["empathy_utils.dbt.stage", "empathy_utils.dbt.presenting"])
+def test_a_method_stage_and_its_presentation_import_alone(module):
+    done = _fresh(f"import {module}")
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_dbt_stage_does_not_import_its_presentation_on_import():
+    """The stage computes; it calls the presentation only to write its dataset card and figure."""
+    done = _fresh("import sys, empathy_utils.dbt.stage\nprint('empathy_utils.dbt.presenting' in sys.modules)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_every_name_a_method_package_exports_resolves():
+    import empathy_utils.dbt as dbt
     import empathy_utils.judge_validation as jv
     import empathy_utils.pride as pride
 
-    for package in (pride, jv):
+    for package in (pride, jv, dbt):
         missing = [name for name in package.__all__ if getattr(package, name, None) is None]
         assert not missing, f"{package.__name__} exports {missing} but they do not resolve"
     assert pride.pride_generate.__name__ == "generate_replies", "an alias names the stage's function"
     assert jv.pairs.__name__ == "empathy_utils.judge_validation.pairs", "a submodule is reached by name"
+    assert dbt.dbt_glue_facts.__module__ == "empathy_utils.dbt.presenting", "the chapter's facts are presentation"
+    assert dbt.dbt_evaluate.__module__ == "empathy_utils.dbt.stage"
 
 
 def test_lazy_exports_names_what_is_missing():
