@@ -88,7 +88,10 @@ def test_the_study_profile_holds_the_grid_pride_dbt_and_the_research_data_part()
     assert strategies | {cfg.dataset.strategy} == {"naive", "all-three", "identify-lacking", "cognitive",
                                                    "affective", "compassionate", "sequential", "combined"}
     assert "variants" in cfg.run.stages
-    assert [e["profile"] for e in cfg.book] == ["pride", "dbt", "study-llms-vs-humans"]
+    assert [e["profile"] for e in cfg.book] == ["pride", "dbt", "llms-vs-humans-full", "study-llms-vs-humans"]
+    # the paper's headline run comes before the grid, so the conclusions quote it on the paper's data
+    full = load_config(profile_path("llms-vs-humans-full"))
+    assert full.data.test_rows == 0 and full.run_dir != load_config(profile_path("llms-vs-humans")).run_dir
     research = load_config(profile_path("study-llms-vs-humans"))
     methods = {(v["set"].get("dataset.method"), v["set"].get("dataset.strategy")) for v in research.variants.runs}
     assert len(methods) == 17  # M1 faithful, M2 x 8, M3 x 8
