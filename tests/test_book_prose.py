@@ -22,7 +22,7 @@ ALLOWED = [
     r"\bM[123]\b", r"\bM1–M3\b", r"\bP0\b",                      # the paper's methods; the base prompt
     r"\bLLaMA-3\.1-8B\b", r"\bMistral-7B\b", r"\bLLaMA-2-70B-Chat\b", r"\bMixtral-8x7B\b",
     r"\bGPT-4o?\b", r"\bGemini-1\.0-Pro\b", r"\bGemini-2\.0-flash\b",
-    r"\bSmolLM2(-[0-9.]+[BM]-Instruct)?\b", r"\ball-MiniLM-L6-v2\b",
+    r"\bSmolLM2(-[0-9.]+[BM]-Instruct)?\b", r"\ball-MiniLM-L6-v2\b", r"\bGemma 3 270M\b",
     r"\bBLEU-4\b", r"\bDistinct-1/2\b", r"\bDistinct-[12]\b", r"\bSHA-256\b", r"\bbf16\b", r"\bfp32\b",
 ]
 # Directives whose body is prose (checked); any other fenced block is code or configuration.
