@@ -28,8 +28,12 @@ def training_history(run_dir: str | Path, step: str) -> list[dict]:
 def training_curves(run_dir: str | Path, step: str):
     """Loss per logged step; for DPO also the reward margin (chosen minus rejected) and accuracy."""
     history = training_history(run_dir, step)
-    if not history:
-        raise StudyError(f"{run_dir}: the {step} training log has no logged steps (raise logging frequency)")
+    if not history:  # a run shorter than logging_steps: say so on the page rather than fail the stage
+        fig, ax = plt.subplots(figsize=(5.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No {step.upper()} loss was logged: the run took fewer steps than its logging_steps.",
+                ha="center", va="center", fontsize=9)
+        return fig
     steps = [h["step"] for h in history]
     dpo = step == "dpo" and any("rewards/margins" in h for h in history)
     fig, axes = plt.subplots(1, 2 if dpo else 1, figsize=(9.5 if dpo else 5.2, 3.1), squeeze=False)

@@ -95,6 +95,10 @@ def trainer_checks(section: str, settings: TrainingSettings, cls_path: str) -> l
     import importlib
 
     errors = []
+    if 0 < settings.max_steps < settings.logging_steps:
+        errors.append(f"{section}.logging_steps: {settings.logging_steps} is more than max_steps "
+                      f"({settings.max_steps}), so the training log would hold no loss and the stage page no "
+                      f"training curve; set {section}.logging_steps to at most {settings.max_steps}")
     extra = settings.trainer
     if not extra:
         return errors

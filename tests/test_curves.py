@@ -39,9 +39,21 @@ def test_dpo_curves_add_the_reward_margin_and_accuracy(tmp_path):
 def test_missing_or_empty_logs_are_named(tmp_path):
     with pytest.raises(StudyError, match=r"models/dpo/train_log.json: no training log; run the dpo stage"):
         training_curves(tmp_path, "dpo")
+    # A run shorter than its logging_steps logs no step: the page says so, and the stage does not fail.
     _write_log(tmp_path, "sft", [{"train_loss": 1.0, "step": 1}])
-    with pytest.raises(StudyError, match="no logged steps"):
-        training_curves(tmp_path, "sft")
+    fig = training_curves(tmp_path, "sft")
+    assert not fig.axes[0].get_lines()
+    assert "No SFT loss was logged" in fig.axes[0].texts[0].get_text()
+
+
+def test_a_short_run_that_would_log_no_loss_is_refused_before_anything_runs():
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dpo.logging_steps: 5 is more than max_steps \(4\)"):
+        StudyConfig.from_dict({"dpo": {"max_steps": 4, "logging_steps": 5}})
+    StudyConfig.from_dict({"dpo": {"max_steps": 4, "logging_steps": 4}})
+    StudyConfig.from_dict({"dpo": {"max_steps": -1, "logging_steps": 5}})  # epochs decide: unknown until data
 
 
 def test_side_by_side_replies_show_every_student_on_the_same_dialogues(tmp_path):
