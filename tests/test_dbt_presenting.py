@@ -74,3 +74,14 @@ def test_the_notebook_names_reach_the_stage_and_its_presentation():
     assert len(names) == 13
     for name in names:
         assert getattr(eu, name).__module__ in ("empathy_utils.dbt.stage", "empathy_utils.dbt.presenting"), name
+
+
+def test_a_short_dbt_row_logs_its_loss_whatever_the_runs_logging_steps():
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.dbt.stage import training_config
+
+    cfg = StudyConfig.from_dict({"dbt": {"sft_max_steps": 2, "dpo_max_steps": 3}})  # the run logs every 5 steps
+    rows = training_config(cfg)
+    assert (rows.sft.max_steps, rows.sft.logging_steps) == (2, 2)
+    assert (rows.dpo.max_steps, rows.dpo.logging_steps) == (3, 3)
+    assert rows.sft.learning_rate == cfg.dbt.sft_learning_rate

@@ -191,6 +191,9 @@ def training_config(cfg: StudyConfig) -> StudyConfig:
                       batch_size=d.sft_batch_size, max_length=d.max_length)
     raw["dpo"].update(learning_rate=d.dpo_learning_rate, epochs=d.dpo_epochs, max_steps=d.dpo_max_steps,
                       batch_size=d.dpo_batch_size, max_length=d.max_length, beta=d.dpo_beta)
+    for section, steps in (("sft", d.sft_max_steps), ("dpo", d.dpo_max_steps)):
+        if steps > 0:  # a short row still logs its loss (the run's logging_steps may exceed its steps)
+            raw[section]["logging_steps"] = min(raw[section]["logging_steps"], steps)
     return StudyConfig.from_dict(raw, source="dbt training settings")
 
 
