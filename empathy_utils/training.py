@@ -51,9 +51,17 @@ def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
         bf16=settings.bf16 and on_gpu,
         # transformers 5's name for gradient checkpointing
         activation_checkpointing=settings.gradient_checkpointing,
-        # Any other field of the trainer's config, as the params file gives it (checked by config).
-        **settings.trainer,
-    )
+        # Count the tokens trained on (not padding): train_log.json reports the rate (a trainer: entry may
+        # override this, as any other field below).
+        include_num_input_tokens_seen="non_padding",
+    ) | settings.trainer  # any other field of the trainer's config, as the params file gives it (checked by config)
+
+
+def peak_rss_gb() -> float:
+    """The largest resident memory this process has held so far, in GB (Linux reports kB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
 
 
 def quiet_libraries() -> None:
@@ -134,9 +142,14 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
     returns the summary but only the first writes, so the files are never written twice at once."""
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
     summary = {
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
+        # Non-padding tokens through the trained model (DPO: chosen and rejected rows together).
+        "tokens": tokens,
+        "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds > 0 else None,  # before rounding
+        "peak_rss_gb": peak_rss_gb(),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),

@@ -42,6 +42,18 @@ def test_sft_moves_lora_weights(trained_run):
     assert log["summary"]["examples"] > 0
 
 
+def test_training_logs_count_the_tokens_trained_on(trained_run):
+    """Throughput is measured in every run: non-padding tokens, their rate, and the peak memory."""
+    cfg, _, sft, dpo = trained_run
+    for summary, section, rows_per_example in ((sft, cfg.sft, 1), (dpo, cfg.dpo, 2)):
+        most = summary["steps"] * section.batch_size * rows_per_example * section.max_length
+        assert 0 < summary["tokens"] <= most
+        # seconds is rounded to 0.1 in the log; the rate is computed before rounding
+        seconds = summary["seconds"]
+        assert summary["tokens"] / (seconds + 0.05) <= summary["tokens_per_second"] <= summary["tokens"] / max(seconds - 0.05, 1e-3)
+        assert summary["peak_rss_gb"] > 0
+
+
 def test_dpo_continues_the_sft_adapter_and_moves_it(trained_run):
     _, paths, _, dpo = trained_run
     before, after = _adapter(paths.sft_model), _adapter(paths.dpo_model)
