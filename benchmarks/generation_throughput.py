@@ -7,6 +7,12 @@ them. Greedy decoding, the same token limit for every setting. Tokens per second
 tokens only, over wall time including the prompt's forward pass. Also checks that batched answers
 equal one-at-a-time answers. "Shared prefix" computes the tokens every prompt shares (the
 definitions block of P0) once per call and reuses their keys and values for every row.
+
+Beside the generated tokens, each batched setting counts every token the model actually runs: the
+prompt tokens it reads (the shared prefix once when shared) and one decode step per row for as long
+as the longest reply of its batch (a row that has finished keeps stepping: ``generate`` does not drop
+it). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
+parameters per token), so the report says how much is waste and how much is the prompt's own cost.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import time
 
 import torch
+from limits import matmul_gflops, tokens_per_second_limit
 
 from empathy_utils.backends import LocalBackend, Sampling
 from empathy_utils.data import load_embedded_corpus
@@ -28,6 +35,21 @@ def timed(backend: LocalBackend, convs, sampling):
     seconds = time.time() - start
     tokens = sum(c.completion_tokens for c in out)
     return out, tokens, seconds
+
+
+def work_done(backend: LocalBackend, convs, out) -> dict:
+    """The tokens the batched path ran for ``convs`` (answers ``out``): prompt tokens read, decode steps
+    taken (rows x the longest reply of their batch, EOS step included), and of those the steps of rows
+    that had already finished."""
+    encoded = backend._encode(convs)
+    prefix = backend._shared_prefix(encoded)
+    read = len(prefix) + sum(len(e) - len(prefix) for e in encoded)
+    steps = idle = 0
+    for batch in backend._batches(encoded):
+        lengths = [out[i].completion_tokens + (out[i].finish_reason == "stop") for i in batch]
+        steps += len(batch) * max(lengths)
+        idle += sum(max(lengths) - n for n in lengths)
+    return {"prompt_tokens_read": read, "decode_steps": steps, "idle_decode_steps": idle}
 
 
 def main() -> None:
@@ -45,12 +67,17 @@ def main() -> None:
     # The naive baseline: one prompt at a time, nothing shared between prompts.
     backend = LocalBackend(args.model, batch_size=1, progress=False, share_prefix=False)
     backend.chat(convs[:1], Sampling(max_new_tokens=4))  # warm-up
+    parameters = sum(p.numel() for p in backend.model.parameters())
+    gflops = matmul_gflops()
+    limit = tokens_per_second_limit(gflops, parameters, 2)
     print(f"{args.model}: {len(convs)} prompts, {args.max_new_tokens} new tokens max, greedy, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}; fp32 matmul {gflops:.0f} GFLOP/s, so at most "
+          f"{limit:.0f} tokens/s through {parameters / 1e6:.0f} M parameters")
 
     single_out, tokens, seconds = timed(backend, convs[: args.single], sampling)
     single_rate = tokens / seconds
-    results = {"one_at_a_time": {"prompts": args.single, "tokens": tokens, "seconds": round(seconds, 1),
+    results = {"limit_tokens_per_second": round(limit, 1), "gflops": round(gflops, 1),
+               "one_at_a_time": {"prompts": args.single, "tokens": tokens, "seconds": round(seconds, 1),
                                  "tokens_per_second": round(single_rate, 1)}}
     print(f"  {'one at a time (naive)':<28}: {single_rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s)")
     settings = [(size, share) for size in args.batch_sizes for share in (False, True)]
@@ -60,12 +87,19 @@ def main() -> None:
         rate = tokens / seconds
         same = sum(a.text == b.text for a, b in zip(out[: args.single], single_out))
         key = f"batch_{size}" + ("_shared_prefix" if share else "")
+        work = work_done(backend, convs, out)
+        ran = (work["prompt_tokens_read"] + work["decode_steps"]) / seconds
         results[key] = {"prompts": len(convs), "tokens": tokens, "seconds": round(seconds, 1),
                         "tokens_per_second": round(rate, 1), "speedup": round(rate / single_rate, 2),
+                        "ratio_to_limit": round(rate / limit, 2), **work,
+                        "tokens_run_per_second": round(ran, 1), "tokens_run_ratio_to_limit": round(ran / limit, 2),
                         "identical_to_one_at_a_time": f"{same}/{args.single}"}
         label = f"batch of {size}" + (" + shared prefix" if share else "")
         print(f"  {label:<28}: {rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s), "
-              f"{rate / single_rate:.1f}x; identical answers {same}/{args.single}")
+              f"{rate / single_rate:.1f}x, {rate / limit:.0%} of the limit; identical answers {same}/{args.single}")
+        print(f"  {'':<28}  the model ran {work['prompt_tokens_read']} prompt tokens and {work['decode_steps']} "
+              f"decode steps ({work['idle_decode_steps']} for rows already finished): {ran:.0f} tokens/s, "
+              f"{ran / limit:.0%} of the limit")
     print(json.dumps(results))
 
 

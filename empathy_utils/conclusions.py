@@ -109,18 +109,40 @@ def load_results(run_dirs: list[str | Path]) -> StudyResults:
     return out
 
 
+DATA_NAMES = {"embedded-corpus": "the embedded corpus", "llms-vs-humans": "LLMs-vs-Humans"}
+
+
 def _setting(run_dir: Path, table: pd.DataFrame) -> dict:
     params = read_manifest(run_dir).get("params", {})
     card_file = RunPaths(run_dir).card
     counts = json.loads(card_file.read_text()).get("counts", {}) if card_file.exists() else {}
+    from .models import model_label
+
     row = table.iloc[0]
-    return {"student": params.get("model", {}).get("name_or_path"), "teacher": params.get("teacher", {}).get("model"),
-            "data": params.get("data", {}).get("source"), "seed": params.get("run", {}).get("seed"),
+    teacher, student = params.get("teacher", {}), params.get("model", {}).get("name_or_path")
+    teacher_name = model_label(teacher["model"]) if teacher.get("model") else "none"
+    if teacher.get("backend") == "local":
+        teacher_name = f"the local teacher ({teacher_name}, run on this machine)"
+    if params.get("dataset", {}).get("method") == "direct":
+        teacher_name = "the LLM replies the data holds (no teacher run here)"
+    return {"student": model_label(student) if student else None, "teacher": teacher_name,
+            "data": DATA_NAMES.get(params.get("data", {}).get("source"), params.get("data", {}).get("source")),
+            "seed": params.get("run", {}).get("seed"),
             "sft_examples": counts.get("sft_examples"), "dpo_pairs": counts.get("dpo_pairs"),
             "n_test": int(row["wins"] + row["ties"] + row["losses"])}
 
 
 # ------------------------------------------------------------------------------- the sentences
+def judge_name(judge: str) -> str:
+    """A judge's short name for a sentence ("the likelihood judge (SmolLM2-135M-Instruct)"); its full
+    description (what it scores, how) is given once, in the chapter's judges section."""
+    head = judge.split(" (", 1)[0].split()
+    if not head:
+        return "an unnamed judge"
+    kind, model = head[0], " ".join(head[1:]).removeprefix("local:").removeprefix("api:")
+    return f"the {kind} judge" + (f" ({model})" if model else "")
+
+
 def versus(low, high) -> str:
     """A win rate's interval against an even split: "win", "tie" (cannot be told apart), "loss"."""
     return {"above": "win", "below": "loss", "includes": "tie"}.get(interval_situation(low, high), "unknown")
@@ -175,7 +197,7 @@ def pair_answer(result: RunResult | None, candidate: str, opponent: str, who: st
         return (f"The run {result.run} did not judge {who} against {whom}; add [{candidate}, {opponent}] to "
                 "judge.comparisons to answer it.")
     verdict = versus(row["ci_low"], row["ci_high"])
-    return (f"In the run {result.run}, judged by {result.judge}, {who} against {whom} wins "
+    return (f"In the run {result.run}, judged by {judge_name(result.judge)}, {who} against {whom} wins "
             f"{_rate(row['win_rate'], row['ci_low'], row['ci_high'])}: {VERSUS_WORDS[verdict]}."
             + _caveat(result.accuracy))
 
@@ -186,8 +208,8 @@ def _score_column(table: pd.DataFrame) -> str:
 
 def _label(row) -> str:
     strategy = row.get("strategy")
-    return f"{row['method']} {strategy}" if isinstance(strategy, str) and strategy not in ("—", "") else \
-        f"{row['method']} {row.get('construction', '')}".strip()
+    return f"{row['method']} with the {strategy} prompt set" if isinstance(strategy, str) and strategy not in ("—", "") \
+        else f"{row['method']} ({row.get('construction', '')})".replace(" ()", "")
 
 
 def targeted_answer(grids: list[RunResult]) -> str:
@@ -210,7 +232,7 @@ def targeted_answer(grids: list[RunResult]) -> str:
                         for _, r in targeted.iterrows()]
             diff = 100 * (targeted[f"{s}_win_rate"].mean() - n[f"{s}_win_rate"])
             sentences.append(
-                f"{method} in the run {grid.run} (judged by {grid.judge}): the naive prompt set's student wins "
+                f"{method} in the run {grid.run} (judged by {judge_name(grid.judge)}): the naive prompt set's student wins "
                 f"{_rate(n[f'{s}_win_rate'], n[f'{s}_ci_low'], n[f'{s}_ci_high'])} against the base student, and "
                 f"the {len(targeted)} targeted sets {percent(targeted[f'{s}_win_rate'].mean())} on average "
                 f"({diff:+.1f} points); by their intervals, {verdicts.count('win')} targeted set(s) are clearly "
@@ -237,7 +259,7 @@ def best_answer(grids: list[RunResult]) -> str:
         settled = ("it is clearly ahead of every other" if verdicts and all(v == "win" for v in verdicts) else
                    f"it is clearly ahead of {verdicts.count('win')} of the other {len(verdicts)} and cannot be told "
                    "apart from the rest, so the ranking is not settled")
-        sentences.append(f"In the run {grid.run} (judged by {grid.judge}), {_label(best)} distils best: its student "
+        sentences.append(f"In the run {grid.run} (judged by {judge_name(grid.judge)}), {_label(best)} distils best: its student "
                          f"wins {_rate(best[f'{s}_win_rate'], best[f'{s}_ci_low'], best[f'{s}_ci_high'])} against "
                          f"the base student; {settled}." + _caveat(grid.accuracy))
     return " ".join(sentences)
@@ -261,7 +283,7 @@ def method_answer(grids: list[RunResult]) -> str:
         verdict = ahead(first[f"{s}_ci_low"], first[f"{s}_ci_high"], second[f"{s}_ci_low"], second[f"{s}_ci_high"])
         listing = "; ".join(f"{r['method']} at best {_rate(r[f'{s}_win_rate'], r[f'{s}_ci_low'], r[f'{s}_ci_high'])}"
                             f" ({_label(r)})" for _, r in tops.iterrows())
-        sentences.append(f"In the run {grid.run} (judged by {grid.judge}): {listing}. {first['method']} "
+        sentences.append(f"In the run {grid.run} (judged by {judge_name(grid.judge)}): {listing}. {first['method']} "
                          f"{AHEAD_WORDS[verdict]} {second['method']}." + _caveat(grid.accuracy))
     return " ".join(sentences)
 
@@ -281,7 +303,7 @@ def pride_answer(result: RunResult | None) -> str:
     main = _row(t, "pride", "base")
     if main is None:
         return f"The run {result.run} did not judge PRIDE against the base student."
-    parts = [f"In the run {result.run}, judged by {result.judge}, PRIDE against the base student wins "
+    parts = [f"In the run {result.run}, judged by {judge_name(result.judge)}, PRIDE against the base student wins "
              f"{_rate(main['win_rate'], main['ci_low'], main['ci_high'])}: "
              f"{VERSUS_WORDS[versus(main['ci_low'], main['ci_high'])]}."]
     teacher = _row(t, "pride", "teacher")
@@ -304,6 +326,11 @@ def pride_answer(result: RunResult | None) -> str:
 DBT_METRICS = ("BLEU-4", "ROUGE-L", "Distinct-2")  # the paper's "Dist" does not say its n
 
 
+def _metric(value: float) -> str:
+    """One reference metric, with the same decimals before and after (0.45 → 0.65, 10.7 → 11.0)."""
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
 def dbt_answer(result: RunResult | None) -> str:
     """Does DBT-grounded SFT+DPO move the DBT paper's metrics the way its Table 1 does (up), and does
     the judge prefer its replies to the base student's?"""
@@ -315,13 +342,13 @@ def dbt_answer(result: RunResult | None) -> str:
     base, tuned = metrics.loc["base"], metrics.loc["sft-dpo"]
     moved = [m for m in DBT_METRICS if m in metrics.columns]
     up = [m for m in moved if tuned[m] > base[m]]
-    changes = ", ".join(f"{m} {base[m]:.3g} → {tuned[m]:.3g}" for m in moved)
+    changes = ", ".join(f"{m} {_metric(base[m])} → {_metric(tuned[m])}" for m in moved)
     text = (f"In the run {result.run}, the SFT+DPO student against the base student: {changes}; {len(up)} of "
             f"{len(moved)} move the way Son & So's Table 1 does (up). These scores carry no interval here, so "
             "they give a direction, not a finding.")
     row = _row(result.table, "sft-dpo", "base")
     if row is not None:
-        text += (f" Judged by {result.judge}, its win rate against the base student is "
+        text += (f" Judged by {judge_name(result.judge)}, its win rate against the base student is "
                  f"{_rate(row['win_rate'], row['ci_low'], row['ci_high'])}: "
                  f"{VERSUS_WORDS[versus(row['ci_low'], row['ci_high'])]}." + _caveat(result.accuracy))
     return text
@@ -339,19 +366,29 @@ def setting_answer(result: RunResult | None) -> str:
     s = result.extra["setting"]
     return (paper + f" Here (the run {result.run}) the teacher is {s['teacher']} and the student {s['student']}, "
             f"trained on {s['sft_examples']} SFT examples and {s['dpo_pairs']} DPO pairs from {s['data']}, and "
-            f"judged by {result.judge} on {s['n_test']} test dialogues, with one seed ({s['seed']}): a teacher and a "
-            "student far smaller than theirs, far less data, another judge, and no repetition over seeds.")
+            f"judged by {judge_name(result.judge)} on {s['n_test']} test dialogues, with one seed ({s['seed']}): a "
+            "teacher and a student far smaller than theirs, far less data, another judge, and no repetition over "
+            "seeds.")
 
 
 def judges_answer(results: StudyResults) -> str:
     """Each answering run's judge and its validated accuracy (the sentence every win rate carries)."""
-    seen, lines = set(), []
+    by_judge: dict[tuple, list[str]] = {}
     for r in [results.core, *results.core_other_data, *results.variants, results.pride, results.dbt]:
-        if r is None or (r.run, r.judge) in seen:
+        if r is None:
             continue
-        seen.add((r.run, r.judge))
-        lines.append(f"Run {r.run}, judge {r.judge}: {judge_accuracy_sentence(r.accuracy)}")
+        runs = by_judge.setdefault((r.judge, _accuracy_key(r.accuracy)), [r.accuracy])
+        if r.run not in runs:
+            runs.append(r.run)
+    lines = []
+    for (judge, _), (accuracy, *runs) in by_judge.items():
+        which = f"The run {runs[0]}" if len(runs) == 1 else "The runs " + ", ".join(runs[:-1]) + f" and {runs[-1]}"
+        lines.append(f"{which} used {judge_name(judge)}: {judge}. {judge_accuracy_sentence(accuracy, named=False)}")
     return " ".join(lines) if lines else "No run of this book judged anything."
+
+
+def _accuracy_key(accuracy) -> tuple:
+    return () if accuracy is None else (accuracy.accuracy, accuracy.ci_low, accuracy.ci_high, accuracy.source)
 
 
 def answers(results: StudyResults) -> dict[str, str]:

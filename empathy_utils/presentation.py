@@ -68,17 +68,18 @@ def interval_situation(low, high, reference: float = 0.5) -> str:
     return "includes"
 
 
-def judge_accuracy_sentence(accuracy) -> str:
+def judge_accuracy_sentence(accuracy, named: bool = True) -> str:
     """Beside every set of win rates: how often the judge agreed with people on the report set
     (``judging.JudgeAccuracy``, or None when nothing was measured), and whether that licenses
-    reading its win rates as findings."""
+    reading its win rates as findings. ``named=False`` when the sentence before already names it."""
     if accuracy is None:
         return ("Warning: this judge's agreement with human ratings was not measured, so the win rates below are "
                 "the opinion of a judge of unknown accuracy, not findings.")
     where = ("in this run's validation" if accuracy.source == "run" else
              "by the project's own validation, shipped with the code" + (f" ({accuracy.detail})" if accuracy.detail
                                                                        else ""))
-    measured = (f"The judge ({accuracy.name}) agreed with people on {percent(accuracy.accuracy)} of the "
+    who = f"The judge ({accuracy.name})" if named else "It"
+    measured = (f"{who} agreed with people on {percent(accuracy.accuracy)} of the "
                 f"{accuracy.set}-set pairs (95 % CI {interval(accuracy.ci_low, accuracy.ci_high)}), measured {where}.")
     situation = interval_situation(accuracy.ci_low, accuracy.ci_high)
     if situation == "above":

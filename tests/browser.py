@@ -48,6 +48,9 @@ PAGE_REPORT = r"""
     mathjax: !!window.MathJax,
     typeset: document.querySelectorAll('mjx-container').length,
     untypeset: [...document.querySelectorAll('.math')].filter((e) => !e.querySelector('mjx-container')).length,
+    // glued text set in a heavier weight than the sentence around it (myst-nb's default is bold)
+    heavy_glue: [...document.querySelectorAll('span.pasted-text')].filter((e) =>
+      parseInt(getComputedStyle(e).fontWeight) > parseInt(getComputedStyle(e.parentElement).fontWeight)).length,
   };
 })()
 """
@@ -222,6 +225,8 @@ def check_page(report: dict, page: Path, html_root: Path, static_math: int, ids_
         if leftover in text:
             at = text.index(leftover)
             problems.append(f"{leftover!r} left in the page: …{text[max(0, at - 60):at + 40]!r}…")
+    if report.get("heavy_glue"):
+        problems.append(f"{report['heavy_glue']} glued text(s) set heavier than the prose around them (book/_static/study.css)")
     problems += [f"console error: {e}" for e in report["errors"]]
     return problems
 

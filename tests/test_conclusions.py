@@ -47,6 +47,33 @@ def test_a_judge_not_shown_to_beat_chance_is_no_finding():
     assert "not a finding" in text
 
 
+LONG_JUDGE = ("likelihood local:SmolLM2-135M-Instruct (pointwise mutual information of the reply given a plain "
+              "transcript); replies stripped of instructions to the judge")
+
+
+def test_sentences_name_the_judge_briefly_and_the_judges_section_in_full_once():
+    core = c.RunResult("default", _pairs([("dpo", "base", 0.6, 0.5, 0.7)]), LONG_JUDGE, COIN)
+    pride = c.RunResult("pride", _pairs([("pride", "base", 0.6, 0.5, 0.7)]), LONG_JUDGE, COIN)
+    text = c.pair_answer(core, "dpo", "base", "a", "b")
+    assert "judged by the likelihood judge (SmolLM2-135M-Instruct)," in text
+    assert "pointwise" not in text
+    judges = c.judges_answer(c.StudyResults(core=core, pride=pride))
+    assert judges.count("pointwise") == 1  # one judge, two runs: described once
+    assert judges.startswith("The runs default and pride used the likelihood judge (SmolLM2-135M-Instruct)")
+    assert "It agreed with people on 52.0 %" in judges
+    other = c.RunResult("dbt", _pairs([("sft-dpo", "base", 0.5, 0.5, 0.5)]), "pairwise local:SmolLM2-135M-Instruct")
+    judges = c.judges_answer(c.StudyResults(core=core, pride=pride, dbt=other))
+    assert "The run dbt used the pairwise judge (SmolLM2-135M-Instruct)" in judges
+    assert "not measured" in judges
+
+
+def test_dbt_metrics_keep_their_decimals():
+    metrics = pd.DataFrame([{"row": "base", "BLEU-4": 0.451, "ROUGE-L": 10.7, "Distinct-2": 58.4},
+                            {"row": "sft-dpo", "BLEU-4": 0.65, "ROUGE-L": 11.0, "Distinct-2": 46.3}])
+    text = c.dbt_answer(c.RunResult("dbt", _pairs([("sft", "base", 0.5, 0.4, 0.6)]), "j", None, {"metrics": metrics}))
+    assert "BLEU-4 0.45 → 0.65, ROUGE-L 10.7 → 11.0, Distinct-2 58.4 → 46.3" in text
+
+
 def test_a_missing_run_names_the_run_that_would_answer():
     values = c.answers(c.StudyResults())
     assert "empathy-study run --profile default," in values["q_sft_dpo_vs_base"]
@@ -85,7 +112,7 @@ def test_the_best_prompt_set_is_settled_only_when_clearly_ahead_of_all():
     clear = _grid([("a", "M3", "all-three", 0.9, 0.85, 0.95), ("b", "M3", "naive", 0.5, 0.4, 0.6)])
     murky = _grid([("a", "M3", "all-three", 0.6, 0.5, 0.7), ("b", "M3", "naive", 0.55, 0.45, 0.65)])
     assert "clearly ahead of every other" in c.best_answer([clear])
-    assert "M3 all-three distils best" in c.best_answer([clear])
+    assert "M3 with the all-three prompt set distils best" in c.best_answer([clear])
     assert "not settled" in c.best_answer([murky])
 
 

@@ -28,6 +28,15 @@ def test_every_profile_loads_into_the_pinned_dataclasses(path):
     assert again.params_hash() == cfg.params_hash()
 
 
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_no_profile_falls_back_to_the_judge_that_ties_everything(path):
+    """The 135 M pairwise judge's two orders disagree on nearly every pair (every verdict a tie): it may
+    be validated, never used unvalidated as a profile's fallback (the DBT profiles once did)."""
+    cfg = load_config(path)
+    if cfg.judge.kind == "auto":
+        assert cfg.judge.fallback != "pairwise-llm"
+
+
 def test_the_grid_profile_is_llms_vs_humans_plus_its_variants():
     """Extending a profile changes only what the child sets: the grid reuses every finished stage of
     the llms-vs-humans run (same stage hashes) and adds the variants stage."""

@@ -1,0 +1,28 @@
+"""What this CPU allows, measured where the benchmark runs: the benchmarks print their rates beside it.
+
+A transformer's forward pass costs about 2 FLOPs per parameter per token (its matrix multiplies),
+so generation and scoring are bounded near ``gflops / (2 x parameters)`` tokens per second, and LoRA
+training (forward, then a backward pass through frozen weights that skips their weight gradients)
+near ``gflops / (4 x parameters)``.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 20) -> float:
+    """fp32 matrix-multiply speed of this machine, on torch's own thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def tokens_per_second_limit(gflops: float, parameters: int, flops_per_parameter: int) -> float:
+    """The most tokens per second ``gflops`` allows at ``flops_per_parameter`` FLOPs per parameter per token."""
+    return gflops * 1e9 / (flops_per_parameter * parameters)

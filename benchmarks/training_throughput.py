@@ -1,0 +1,70 @@
+"""LoRA SFT and DPO throughput against this CPU's limit, on a finished run's own training data.
+
+    python benchmarks/training_throughput.py [--run runs/default] [--steps 8]
+
+Trains a few steps of each (the run's own settings and data, in a scratch copy of the run folder, so
+the run's adapters are untouched) and reports non-padding tokens per second, from the trainer's own
+count (``train_log.json``: ``tokens``), beside the limit this machine allows:
+
+- the limit is measured here, as fp32 matrix-multiply GFLOP/s (what the forward and backward passes
+  are made of), divided by the FLOPs a token costs: about 4 x the parameters for LoRA training
+  (forward, and a backward pass through frozen weights that skips their weight gradients);
+- DPO also runs its reference model forward over the same tokens (2 x the parameters more), so its
+  own limit is 6 x the parameters per token; both ratios are printed.
+
+The time is the trainer's whole ``train()`` call, first step included, as the study's own stages see
+it. It measures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from limits import matmul_gflops, tokens_per_second_limit
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="runs/default", help="a run folder whose datasets stage has finished")
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+
+    import torch
+
+    from empathy_utils.config import load_config
+    from empathy_utils.models import load_model
+    from empathy_utils.training import train_dpo, train_sft
+
+    run = Path(args.run)
+    overrides = [f"{s}.{k}={v}" for s in ("sft", "dpo") for k, v in (("max_steps", args.steps), ("logging_steps", 1))]
+    cfg = load_config(run / "params.yaml", overrides)
+    params = sum(p.numel() for p in load_model(cfg.model.name_or_path).parameters())
+    gflops = matmul_gflops()
+    print(f"{cfg.model.name_or_path}: {params / 1e6:.0f} M parameters; fp32 matmul {gflops:.0f} GFLOP/s "
+          f"on {torch.get_num_threads()} threads; {args.steps} steps each of SFT and DPO on {run}'s data")
+    results = {"gflops": round(gflops, 1), "parameters": params}
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(run / "data", Path(scratch) / "data")
+        for step, train, flops_per_token in (("sft", train_sft, 4), ("dpo", train_dpo, 6)):
+            summary = train(cfg, scratch)
+            rate = summary["tokens_per_second"]
+            limit_lora = tokens_per_second_limit(gflops, params, 4)
+            limit_own = tokens_per_second_limit(gflops, params, flops_per_token)
+            results[step] = {"steps": summary["steps"], "tokens": summary["tokens"], "seconds": summary["seconds"],
+                             "tokens_per_second": rate, "limit_lora_training": round(limit_lora, 1),
+                             "ratio_to_lora_limit": round(rate / limit_lora, 2),
+                             "limit_with_its_own_passes": round(limit_own, 1),
+                             "ratio_to_own_limit": round(rate / limit_own, 2), "peak_rss_gb": summary["peak_rss_gb"]}
+            print(f"  {step.upper()}: {summary['tokens']} tokens in {summary['seconds']} s = {rate} tok/s; "
+                  f"{rate / limit_lora:.0%} of the LoRA-training limit ({limit_lora:.0f} tok/s), "
+                  f"{rate / limit_own:.0%} of its own ({limit_own:.0f} tok/s, {flops_per_token} x parameters "
+                  f"per token); process peak RSS {summary['peak_rss_gb']} GB")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
