@@ -17,6 +17,7 @@ import pandas as pd
 
 from .artifacts import RunPaths, read_manifest
 from .presentation import interval, interval_situation, judge_accuracy_sentence, judge_is_trustworthy, percent
+from .presentation import short_judge_name as judge_name
 
 # What a missing question needs: the stage, and the profile whose run has it.
 MISSING = {
@@ -133,16 +134,6 @@ def _setting(run_dir: Path, table: pd.DataFrame) -> dict:
 
 
 # ------------------------------------------------------------------------------- the sentences
-def judge_name(judge: str) -> str:
-    """A judge's short name for a sentence ("the likelihood judge (SmolLM2-135M-Instruct)"); its full
-    description (what it scores, how) is given once, in the chapter's judges section."""
-    head = judge.split(" (", 1)[0].split()
-    if not head:
-        return "an unnamed judge"
-    kind, model = head[0], " ".join(head[1:]).removeprefix("local:").removeprefix("api:")
-    return f"the {kind} judge" + (f" ({model})" if model else "")
-
-
 def versus(low, high) -> str:
     """A win rate's interval against an even split: "win", "tie" (cannot be told apart), "loss"."""
     return {"above": "win", "below": "loss", "includes": "tie"}.get(interval_situation(low, high), "unknown")

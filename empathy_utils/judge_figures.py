@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .presentation import short_judge_name
+
 COLORS = ["#1f5fa8", "#e08a2c", "#3a9a5b", "#b03030", "#7b4fa0", "#8c6d31"]
 
 
@@ -96,7 +98,7 @@ def emotion_figure(per_emotion: pd.DataFrame, judge_name: str) -> plt.Figure:
     ax.set_yticks(range(len(emotions)))
     ax.set_yticklabels(emotions, fontsize=8)
     fig.colorbar(image, ax=ax, fraction=0.04, label="win rate, ties ½")
-    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 70))
+    wrapped = "\n".join(textwrap.wrap(f"Judged by {short_judge_name(judge_name)}", 70))
     ax.set_title(f"Win rate of the first-named model by the speaker's emotion\n{wrapped}", fontsize=9)
     fig.tight_layout()
     return fig

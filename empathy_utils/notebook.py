@@ -42,9 +42,13 @@ def glue_values(values: dict, prefix: str = "") -> list[str]:
 
 
 def glue_winrates(results: pd.DataFrame, judge_name: str) -> list[str]:
-    """Glue each comparison's numbers as ``<candidate>_vs_<opponent>_<field>`` plus ``judge_name``."""
+    """Glue each comparison's numbers as ``<candidate>_vs_<opponent>_<field>``, plus ``judge_name`` (short,
+    for sentences) and ``judge_description`` (the judge's full name: what it scores and how)."""
+    from .presentation import short_judge_name
+
     confidence = results["confidence"].iloc[0] if len(results) else 0.95
-    keys = glue_values({"judge_name": judge_name, "confidence_pct": int(round(100 * confidence))})
+    keys = glue_values({"judge_name": short_judge_name(judge_name), "judge_description": judge_name,
+                        "confidence_pct": int(round(100 * confidence))})
     fields = ("win_rate", "ci_low", "ci_high", "paper_win_rate", "wins", "ties", "losses", "unparsed", "pairs",
               "position_consistency")
     for _, row in results.iterrows():

@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .presentation import short_judge_name
+
 STUDENT_LABELS = {
     "base": "base student", "sft": "SFT student", "dpo": "SFT→DPO student", "teacher": "teacher",
     # replies that LLMs-vs-Humans holds for the test dialogues
@@ -51,7 +53,7 @@ def winrate_figure(results: pd.DataFrame, judge_name: str, title: str = "Win rat
         ax.annotate(f"W {r['wins']} / T {r['ties']} / L {r['losses']}{extra}", (1.0, yy), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=9, annotation_clip=False)
     ax.legend(fontsize=8, loc="lower left")
-    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 95))
+    wrapped = "\n".join(textwrap.wrap(f"Judged by {short_judge_name(judge_name)}", 95))
     ax.set_title(f"{title}\n{wrapped}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -116,7 +118,7 @@ def variants_figure(table: pd.DataFrame, candidate: str, opponent: str, judge_na
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"win rate of the {STUDENT_LABELS.get(candidate, candidate)} against the "
                   f"{STUDENT_LABELS.get(opponent, opponent)} (ties count half)")
-    wrapped = "\n".join(textwrap.wrap(f"Judge: {judge_name}", 90))
+    wrapped = "\n".join(textwrap.wrap(f"Judged by {short_judge_name(judge_name)}", 90))
     ax.set_title(f"Which distillation dataset teaches the student most?\n{wrapped}", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -161,6 +163,6 @@ def variants_heatmap(table: pd.DataFrame, opponent: str, judge_name: str,
         ax.tick_params(axis="y", labelleft=ax is axes[0][0])
         ax.set_title(f"{STUDENT_LABELS.get(student, student)} vs {STUDENT_LABELS.get(opponent, opponent)}", fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), label="win rate (ties count half)", shrink=0.8)
-    wrapped = "\n".join(textwrap.wrap(f"Method x strategy ({construction} construction). Judge: {judge_name}", 100))
+    wrapped = "\n".join(textwrap.wrap(f"Method x strategy ({construction} construction). Judged by {short_judge_name(judge_name)}", 100))
     fig.suptitle(wrapped, fontsize=10)
     return fig

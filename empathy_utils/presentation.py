@@ -68,6 +68,16 @@ def interval_situation(low, high, reference: float = 0.5) -> str:
     return "includes"
 
 
+def short_judge_name(judge: str) -> str:
+    """A judge's short name for sentences and figure titles ("the likelihood judge (SmolLM2-135M-Instruct)");
+    its full description (what it scores, and how) is printed once, where the page presents the judge."""
+    head = str(judge).split(" (", 1)[0].split()
+    if not head:
+        return "an unnamed judge"
+    kind, model = head[0], " ".join(head[1:]).removeprefix("local:").removeprefix("api:")
+    return f"the {kind} judge" + (f" ({model})" if model else "")
+
+
 def judge_accuracy_sentence(accuracy, named: bool = True) -> str:
     """Beside every set of win rates: how often the judge agreed with people on the report set
     (``judging.JudgeAccuracy``, or None when nothing was measured), and whether that licenses

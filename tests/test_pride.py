@@ -355,11 +355,12 @@ def test_glued_facts_and_the_ablation_table_cover_every_student():
     card = {"train_usable": 8, "teacher": "t", "student_model": "s", "pi_fields": ["situation"], "source": {"name": "x"}}
 
     def facts_of(frame):
-        return pride_glue_facts(card, {"results": frame, "judge": "judge J", "test_dialogues": 4})
+        return pride_glue_facts(card, {"results": frame, "judge": "likelihood local:M (mean log-prob of each reply)", "test_dialogues": 4})
 
     facts = facts_of(results)
     assert facts["pride_vs_base_win_rate"] == 0.6
-    assert facts["judge_name"] == "judge J"
+    assert facts["judge_name"] == "the likelihood judge (M)"  # short, for sentences
+    assert facts["judge_description"] == "likelihood local:M (mean log-prob of each reply)"  # in full, once
     assert "unknown validity" in facts["judge_statement"]  # no validity passed: said to be unmeasured
     assert "not measured" in facts["judge_accuracy_statement"]
     assert "agreed 50 %" in facts["judge_consistency"]

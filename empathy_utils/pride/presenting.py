@@ -18,6 +18,7 @@ from ..presentation import (
     overlap_situation,
     percent,
     position_statement,
+    short_judge_name,
 )
 
 
@@ -113,7 +114,8 @@ def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = Non
     validity = report.get("validity") or {}
     pride_vs_base = results[(results["candidate"] == "pride") & (results["opponent"] == "base")]
     facts = {
-        "judge_name": report["judge"],
+        "judge_name": short_judge_name(report["judge"]),
+        "judge_description": report["judge"],
         "judge_statement": validity.get("statement") or UNMEASURED_JUDGE,
         "judge_accuracy_statement": judge_accuracy_sentence(report.get("accuracy")),
         "judge_consistency": position_statement(pride_vs_base.iloc[0] if len(pride_vs_base) else None),
