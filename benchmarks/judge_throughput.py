@@ -1,6 +1,6 @@
 """Pairs judged per second by each judge on this machine (not a test; prints figures).
 
-    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head writer-style reward-model pairwise-llm]
+    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head writer-style cross-encoder reward-model pairwise-llm]
 
 ``packaged`` is the judge ``judge.fallback: auto`` uses without research data (rebuilt from the
 packaged measurement, framing and tie band included); ``stacked`` is the stacked judge's feature
@@ -9,8 +9,8 @@ pipeline (the likelihood score plus text features) with untrained weights.
 The pairs are made from the project's embedded corpus (its reference reply against a short generic
 reply, sides alternating), so no research data is needed. Model loading is timed apart from judging;
 every judge starts cold (the embedding head embeds every text anew; scoring judges score each
-distinct reply once, which is part of their speed). The embedding head, the writer-style judge and the reward
-model are timed with untrained weights — their speed does not depend on what they learned.
+distinct reply once, which is part of their speed). The embedding head, the writer-style judge, the
+cross-encoder and the reward model are timed with untrained weights — their speed does not depend on what they learned.
 """
 
 from __future__ import annotations
@@ -73,6 +73,12 @@ def build(kind: str, model: str, batch_size: int):
         rng = np.random.default_rng(0)
         return J.WriterStyleJudge(rng.normal(size=(5, 384)), np.zeros(5), ["human", "gpt4", "llama2", "gemini", "mixtral"],
                                   rng.uniform(1, 3, size=5), load_encoder(), 0, cache=store)
+    if kind == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoder
+
+        from empathy_utils.judge_validation.learned import cross_encoder_base
+
+        return J.CrossEncoderJudge(CrossEncoder(cross_encoder_base(), num_labels=1, max_length=256, device="cpu"), 0)
     if kind == "reward-model":
         model_, tok = J.load_reward_model(model)
         return J.RewardModelJudge(model, "untrained", 0, batch_size=batch_size, model=model_, tokenizer=tok)
@@ -85,8 +91,8 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--judges", nargs="+",
-                        default=["longer", "likelihood", "packaged", "stacked", "embedding-head", "writer-style", "reward-model",
-                                 "pairwise-llm"])
+                        default=["longer", "likelihood", "packaged", "stacked", "embedding-head", "writer-style", "cross-encoder",
+                                 "reward-model", "pairwise-llm"])
     args = parser.parse_args()
     items = make_pairs(args.pairs)
     distinct = len({(it["context"], it["utterance"], it[s]) for it in items for s in ("response_a", "response_b")})

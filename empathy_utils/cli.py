@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the judge the profile's judge stage would use (the best-validated one of "
                         "runs/<profile> when it has a validation, else judge.fallback); or a registered judge "
                         "(empathy_utils.judge_registry): pairwise-llm, likelihood, embedding-head, reward-model, "
-                        "longer (the baseline), and any judge added with register_judge")
+                        "writer-style, cross-encoder, longer (the baseline), and any judge added with register_judge")
     p.add_argument("--profile", default="default", help="params whose judge settings apply (default: default)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--chunk-size", type=int, default=64, help="pairs judged between two writes to --out")

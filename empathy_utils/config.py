@@ -230,14 +230,14 @@ class JudgeSettings(BackendSettings):
     )
     confidence: float = param(0.95, "Level of the confidence intervals (0.95 = 95 %).")
     kind: Literal["auto", "pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked",
-                  "writer-style"] = param(
+                  "writer-style", "cross-encoder"] = param(
         "auto",
         "Which judge the judge stage uses. auto: the candidate that validated best against human ratings in "
         "this run's validate-judges stage, exactly as validated (the judge_validation section); when nothing "
         "was validated (no research data, or the stage is not in run.stages): the fallback below, its "
         "validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm, "
         "likelihood) or is trained as judge_validation says (embedding-head, reward-model, stacked, "
-        "writer-style: research data).",
+        "writer-style, cross-encoder: research data).",
     )
     fallback: Literal["auto", "pairwise-llm", "likelihood"] = param(
         "auto",

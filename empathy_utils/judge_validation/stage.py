@@ -46,7 +46,7 @@ def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", 
         spec = cfg.judge_validation.scorer_model if section == "judge_validation" else cfg.judge.model
         return LikelihoodJudge(spec, batch_size=s.batch_size, condition=cfg.judge_validation.likelihood_condition,
                                score=cfg.judge_validation.likelihood_score)
-    if kind in ("embedding-head", "reward-model", "stacked", "writer-style"):
+    if kind in ("embedding-head", "reward-model", "stacked", "writer-style", "cross-encoder"):
         if frame is None:
             frame = load_validation_data(cfg)
             if frame is None:
@@ -84,14 +84,14 @@ def read_validation(run_dir: str | Path) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-# Judges cheap enough to judge every pair of both sets; the others judge a subsample (test_pairs).
-# Judges cheap enough to judge every pair (no language model per reply); the others judge the
-# test_pairs subsample, and the book's table says so.
-CHEAP_KINDS = ("embedding-head", "stacked", "writer-style", "longer")
+# Judges cheap enough to judge every pair of both sets: no language model per reply, or (the
+# cross-encoder) a 22 M-parameter encoder that scores the 1,250 test-split replies in a minute or two
+# on two CPU cores. The others judge the test_pairs subsample, and the book's table says so.
+CHEAP_KINDS = ("embedding-head", "stacked", "writer-style", "cross-encoder", "longer")
 
 
 def is_cheap(judge: Judge) -> bool:
-    """True for a judge that scores thousands of pairs in seconds (a stacked judge that reads the
+    """True for a judge that scores every test-split pair in minutes at most (a stacked judge that reads the
     likelihood judge's scores is as slow as the likelihood judge)."""
     return judge.kind in CHEAP_KINDS and getattr(judge, "likelihood", None) is None
 

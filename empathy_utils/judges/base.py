@@ -12,7 +12,8 @@ from ..prompts import JUDGE_PROMPT_ID, load_prompt
 
 VERDICTS = ("a", "b", "tie", "unparsed")
 # The judge kinds a params file can name (judge.kind, judge_validation.candidates).
-JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked", "writer-style")
+JUDGE_KINDS = ("pairwise-llm", "likelihood", "embedding-head", "reward-model", "stacked", "writer-style",
+               "cross-encoder")
 _DIGIT = re.compile(r"^\W*(?:response\s*)?([12])\b", re.IGNORECASE)
 _NAMED = re.compile(r"\bresponse\s*([12])\b", re.IGNORECASE)
 # Quoting markers of the judge prompt; a reply cannot close its own quotation.

@@ -289,6 +289,37 @@ class WriterStyleJudge(EmbeddingHeadJudge):
         return self.writer_probabilities(replies) @ self.writer_ratings
 
 
+class CrossEncoderJudge(ScoreJudge):
+    """A cross-encoder: all-MiniLM-L6-v2 reads the speaker's turn and the reply together and gives one
+    score, fine-tuned in full on the human ratings of train-split dialogues (RankNet: every two replies
+    to one dialogue whose ratings differ). Unlike the embedding judges it sees the reply *against* what
+    it answers. P(A better) = sigmoid(score_a - score_b), the loss's own reading. Trained by
+    :func:`empathy_utils.judge_validation.train_cross_encoder` on the train split only."""
+
+    kind = "cross-encoder"
+    gives_probability = True
+
+    def __init__(self, model, train_dialogues: int, batch_size: int = 32):
+        self.model = model  # a sentence_transformers CrossEncoder with one output
+        self.train_dialogues = train_dialogues
+        self.batch_size = batch_size
+        self.name = (f"cross-encoder on all-MiniLM-L6-v2 (the speaker's turn and the reply read together; "
+                     f"fine-tuned on the rated replies of {train_dialogues} LLMs-vs-Humans train-split dialogues)")
+
+    def score(self, prompts, replies):
+        import torch
+
+        pairs = [(cross_encoder_query(c, u), str(r)) for (c, u), r in zip(prompts, replies)]
+        return np.asarray(self.model.predict(pairs, batch_size=self.batch_size, activation_fn=torch.nn.Identity(),
+                                             show_progress_bar=False), dtype=float).reshape(-1)
+
+
+def cross_encoder_query(context: str, utterance: str) -> str:
+    """The first segment the cross-encoder reads: the situation, then the speaker's turn."""
+    context, utterance = str(context or "").strip(), str(utterance or "").strip()
+    return f"{context}\n{utterance}" if context and context != utterance else utterance
+
+
 class RewardModelJudge(ScoreJudge):
     """A reward model: a causal LM with a scalar head and a LoRA adapter trained with TRL's
     RewardTrainer on human-rated pairs (:func:`empathy_utils.judge_validation.train_reward_model`).
