@@ -69,13 +69,23 @@ def interval_situation(low, high, reference: float = 0.5) -> str:
 
 
 def short_judge_name(judge: str) -> str:
-    """A judge's short name for sentences and figure titles ("the likelihood judge (SmolLM2-135M-Instruct)");
-    its full description (what it scores, and how) is printed once, where the page presents the judge."""
-    head = str(judge).split(" (", 1)[0].split()
+    """A judge's short name for sentences and figure titles ("the likelihood judge (SmolLM2-135M-Instruct)",
+    "the writer-style judge"); its full description (what it scores, and how) is printed once, where the
+    page presents the judge."""
+    head = str(judge).split(" (", 1)[0].strip()
     if not head:
         return "an unnamed judge"
-    kind, model = head[0], " ".join(head[1:]).removeprefix("local:").removeprefix("api:")
-    return f"the {kind} judge" + (f" ({model})" if model else "")
+    if head.endswith(" wins"):  # a baseline ("longer reply wins")
+        return f'the baseline "{head}"'
+    words = head.split()
+    served = [i for i, w in enumerate(words) if ":" in w]
+    if served:  # "<kind> local:<model> ...": the kind and the model it runs on
+        i = served[0]
+        kind = " ".join(words[:i]) or "model"
+        model = words[i].split(":", 1)[1]
+        return f"the {kind} judge ({model})"
+    return f"the {head}" if "judge" in head.split() or head.split()[0] in ("learned", "cross-encoder") \
+        else f"the {head} judge"
 
 
 def judge_accuracy_sentence(accuracy, named: bool = True) -> str:

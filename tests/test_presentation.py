@@ -128,3 +128,18 @@ def test_the_accuracy_is_read_from_the_selected_entry_in_every_case(tmp_path):
     assert read_judge_accuracy(tmp_path, "judge A").source == "run"
     _write_validation(tmp_path, {"name": "judge A", "accuracy": None, "ci_low": None, "ci_high": None})
     assert read_judge_accuracy(tmp_path, "judge A") is None, "a selected entry without a measurement"
+
+
+def test_short_judge_names_read_as_names_in_a_sentence():
+    from empathy_utils.presentation import short_judge_name
+
+    assert short_judge_name("likelihood local:SmolLM2-135M-Instruct (mean token log-probability of the reply)") == \
+        "the likelihood judge (SmolLM2-135M-Instruct)"
+    assert short_judge_name("pairwise api:gpt-4o (generated text, both orders)") == "the pairwise judge (gpt-4o)"
+    # a judge whose name already says "judge" is not called "the writer-style judge (judge)"
+    assert short_judge_name("writer-style judge (all-MiniLM-L6-v2 embeddings -> which writer (x))") == \
+        "the writer-style judge"
+    assert short_judge_name("cross-encoder on all-MiniLM-L6-v2 (fine-tuned)") == "the cross-encoder on all-MiniLM-L6-v2"
+    assert short_judge_name("longer reply wins (a baseline, not a judge of empathy)") == \
+        'the baseline "longer reply wins"'
+    assert short_judge_name("") == "an unnamed judge"
