@@ -13,7 +13,9 @@ count (``train_log.json``: ``tokens``), beside the limit this machine allows:
   own limit is 6 x the parameters per token; both ratios are printed.
 
 The time is the trainer's whole ``train()`` call, first step included, as the study's own stages see
-it. It measures; it asserts nothing.
+it. With ``--old-path`` each step is also trained as TRL does by default on a CPU (its LM head scoring
+every position, prompt and padding included; see ``empathy_utils.training.labelled_positions_only``),
+in the same process, and the ratio is printed. It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -31,10 +33,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/default", help="a run folder whose datasets stage has finished")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--old-path", action="store_true",
+                        help="also train each step with TRL's default every-position LM head, for the ratio")
     args = parser.parse_args()
+
+    import contextlib
 
     import torch
 
+    from empathy_utils import training
     from empathy_utils.config import load_config
     from empathy_utils.models import load_model
     from empathy_utils.training import train_dpo, train_sft
@@ -50,7 +57,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(run / "data", Path(scratch) / "data")
         for step, train, flops_per_token in (("sft", train_sft, 4), ("dpo", train_dpo, 6)):
+            if args.old_path:
+                switch = training.labelled_positions_only
+                training.labelled_positions_only = contextlib.nullcontext
+                try:
+                    old = train(cfg, scratch)
+                finally:
+                    training.labelled_positions_only = switch
+                shutil.rmtree(Path(scratch) / "models" / step)
+                print(f"  {step.upper()}, TRL's every-position LM head: {old['tokens_per_second']} tok/s, "
+                      f"peak RSS {old['peak_rss_gb']} GB, last loss {old['last_loss']}")
+                results[f"{step}_old_path"] = {k: old[k] for k in ("seconds", "tokens", "tokens_per_second", "last_loss")}
             summary = train(cfg, scratch)
+            if args.old_path:
+                print(f"  {step.upper()}, labelled positions only: {summary['tokens_per_second']} tok/s, last loss "
+                      f"{summary['last_loss']}: {summary['tokens_per_second'] / old['tokens_per_second']:.2f}x")
             rate = summary["tokens_per_second"]
             limit_lora = tokens_per_second_limit(gflops, params, 4)
             limit_own = tokens_per_second_limit(gflops, params, flops_per_token)

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .artifacts import JsonStamp, RunPaths, digest, files_digest, reuse_or_build
@@ -96,6 +97,30 @@ def lora_config(cfg: StudyConfig):
         target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
         task_type="CAUSAL_LM",
     )
+
+
+@contextmanager
+def labelled_positions_only():
+    """Score only the positions that carry a label while TRL's trainers run on a CPU.
+
+    TRL's SFT and DPO trainers compute each token's log-probability with a chunked LM head; off CUDA
+    and XPU they score every position of the batch (prompt and padding included, to keep tile shapes
+    fixed for compilers we do not use) and drop the unlabelled ones afterwards. Here 86 % of an SFT
+    example's tokens are prompt, so that head was a third of each training step (torch.profiler, in
+    benchmarks/README.md). Inside this block TRL takes its own compact path (the one it uses on GPUs):
+    the same loss and gradients from the labelled rows alone. A TRL without that switch is an error,
+    so an upgrade cannot silently undo this."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        raise StudyError("this TRL has no trl.trainer.utils._use_triton: the labelled-positions-only switch of "
+                         "empathy_utils.training needs revisiting for it (pinned TRL: see environment.yml)")
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 # ------------------------------------------------------------------------ reusing a finished training
@@ -186,7 +211,8 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
     start = time.time()
-    trainer.train()
+    with labelled_positions_only():
+        trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start, {"examples": len(data)})
 
 
@@ -216,7 +242,8 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                                 processing_class=tokenizer))
     start = time.time()
-    trainer.train()
+    with labelled_positions_only():
+        trainer.train()
     history = trainer.state.log_history
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]

@@ -190,3 +190,69 @@ def test_an_unset_trainer_section_leaves_the_adapter_fingerprint_as_it_was(tmp_p
     assert _fingerprint(cfg, "sft", tmp_path) == expected
     changed = StudyConfig.from_dict({"sft": {"trainer": {"weight_decay": 0.1}}})
     assert _fingerprint(changed, "sft", tmp_path) != expected
+
+
+def _train_counting_head_rows(cfg, run_dir, step, switch_on, monkeypatch):
+    """Train ``step`` from scratch with TRL's labelled-positions switch on or off; return the summary,
+    the per-step losses and how many rows TRL's chunked LM head scored."""
+    import contextlib
+    import shutil
+
+    import trl.trainer.utils as trl_utils
+
+    from empathy_utils import training
+
+    rows = []
+    real_apply = trl_utils._ChunkedLogProbFunction.apply
+
+    class Counting:
+        @staticmethod
+        def apply(hidden, *rest):
+            rows.append(hidden.shape[0])
+            return real_apply(hidden, *rest)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    if not switch_on:
+        monkeypatch.setattr(training, "labelled_positions_only", contextlib.nullcontext)
+    folder = RunPaths(run_dir).sft_model if step == "sft" else RunPaths(run_dir).dpo_model
+    shutil.rmtree(folder, ignore_errors=True)
+    summary = (train_sft if step == "sft" else train_dpo)(cfg, run_dir)
+    history = json.loads((folder / "train_log.json").read_text())["history"]
+    monkeypatch.undo()
+    return summary, [h["loss"] for h in history if "loss" in h], sum(rows), _adapter(folder)
+
+
+@pytest.mark.parametrize("step", ["sft", "dpo"])
+def test_the_lm_head_scores_only_labelled_positions_and_trains_the_same(tmp_path, tiny_spec, monkeypatch, step):
+    """On a CPU TRL scores every position (prompt and padding too) unless told otherwise; with the switch
+    it scores fewer rows and the losses and trained weights are the same."""
+    cfg = load_config(profile_path("tiny"), ["sft.max_steps=2", "dpo.max_steps=2", "sft.logging_steps=1",
+                                             "dpo.logging_steps=1"])
+    build_datasets(cfg, tmp_path)
+    if step == "dpo":
+        train_sft(cfg, tmp_path)
+    full, full_losses, full_rows, full_weights = _train_counting_head_rows(cfg, tmp_path, step, False, monkeypatch)
+    compact, compact_losses, compact_rows, compact_weights = _train_counting_head_rows(cfg, tmp_path, step, True, monkeypatch)
+    assert full_rows > 0
+    assert compact_rows < full_rows
+    assert compact["tokens"] == full["tokens"]
+    assert compact_losses == pytest.approx(full_losses, rel=1e-5)
+    for name, weight in full_weights.items():
+        torch.testing.assert_close(compact_weights[name], weight, rtol=1e-4, atol=1e-6)
+
+
+def test_the_labelled_positions_switch_is_scoped_and_refuses_a_trl_without_it(monkeypatch):
+    import torch as _torch
+    import trl.trainer.utils as trl_utils
+
+    from empathy_utils.errors import StudyError
+    from empathy_utils.training import labelled_positions_only
+
+    original = trl_utils._use_triton
+    with labelled_positions_only():
+        assert trl_utils._use_triton(_torch.device("cpu")) is True
+    assert trl_utils._use_triton is original
+    monkeypatch.delattr(trl_utils, "_use_triton")
+    with pytest.raises(StudyError, match="_use_triton"):
+        with labelled_positions_only():
+            pass

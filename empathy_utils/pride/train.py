@@ -26,7 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import StudyConfig
 from ..errors import StudyError
-from ..training import quiet_trainer, trainer_arguments
+from ..training import labelled_positions_only, quiet_trainer, trainer_arguments
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 from .settings import PI_FIELDS, PrideSettings
@@ -247,7 +247,8 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
     trainer = quiet_trainer(SFTTrainer(model=load_model(cfg.model.name_or_path), args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
-    trainer.train()
+    with labelled_positions_only():
+        trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
                      time.time() - start, {"examples": len(rows)})
 
