@@ -10,8 +10,9 @@ definitions block of P0) once per call and reuses their keys and values for ever
 
 Beside the generated tokens, each batched setting counts every token the model actually runs: the
 prompt tokens it reads (the shared prefix once when shared) and one decode step per row for as long
-as the longest reply of its batch (a row that has finished keeps stepping: ``generate`` does not drop
-it). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
+as the longest reply of its batch (a row that has finished keeps stepping in ``generate``; the study's
+own greedy loop, the last setting of each batch size, drops it, so its decode steps are the replies'
+own). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
 parameters per token), so the report says how much is waste and how much is the prompt's own cost.
 """
 
@@ -37,7 +38,7 @@ def timed(backend: LocalBackend, convs, sampling):
     return out, tokens, seconds
 
 
-def work_done(backend: LocalBackend, convs, out) -> dict:
+def work_done(backend: LocalBackend, convs, out, drops_finished: bool) -> dict:
     """The tokens the batched path ran for ``convs`` (answers ``out``): prompt tokens read, decode steps
     taken (rows x the longest reply of their batch, EOS step included), and of those the steps of rows
     that had already finished."""
@@ -47,6 +48,9 @@ def work_done(backend: LocalBackend, convs, out) -> dict:
     steps = idle = 0
     for batch in backend._batches(encoded):
         lengths = [out[i].completion_tokens + (out[i].finish_reason == "stop") for i in batch]
+        if drops_finished:
+            steps += sum(lengths)
+            continue
         steps += len(batch) * max(lengths)
         idle += sum(max(lengths) - n for n in lengths)
     return {"prompt_tokens_read": read, "decode_steps": steps, "idle_decode_steps": idle}
@@ -65,7 +69,7 @@ def main() -> None:
     convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     # The naive baseline: one prompt at a time, nothing shared between prompts.
-    backend = LocalBackend(args.model, batch_size=1, progress=False, share_prefix=False)
+    backend = LocalBackend(args.model, batch_size=1, progress=False, share_prefix=False, drop_finished=False)
     backend.chat(convs[:1], Sampling(max_new_tokens=4))  # warm-up
     parameters = sum(p.numel() for p in backend.model.parameters())
     gflops = matmul_gflops()
@@ -79,25 +83,25 @@ def main() -> None:
     results = {"limit_tokens_per_second": round(limit, 1), "gflops": round(gflops, 1),
                "one_at_a_time": {"prompts": args.single, "tokens": tokens, "seconds": round(seconds, 1),
                                  "tokens_per_second": round(single_rate, 1)}}
-    print(f"  {'one at a time (naive)':<28}: {single_rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s)")
-    settings = [(size, share) for size in args.batch_sizes for share in (False, True)]
-    for size, share in settings:
-        backend.batch_size, backend.share_prefix = size, share
+    print(f"  {'one at a time (naive)':<44}: {single_rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s)")
+    settings = [(size, share, drop) for size in args.batch_sizes for share, drop in ((False, False), (True, False), (True, True))]
+    for size, share, drop in settings:
+        backend.batch_size, backend.share_prefix, backend.drop_finished = size, share, drop
         out, tokens, seconds = timed(backend, convs, sampling)
         rate = tokens / seconds
         same = sum(a.text == b.text for a, b in zip(out[: args.single], single_out))
-        key = f"batch_{size}" + ("_shared_prefix" if share else "")
-        work = work_done(backend, convs, out)
+        key = f"batch_{size}" + ("_shared_prefix" if share else "") + ("_dropping_finished" if drop else "")
+        work = work_done(backend, convs, out, drop)
         ran = (work["prompt_tokens_read"] + work["decode_steps"]) / seconds
         results[key] = {"prompts": len(convs), "tokens": tokens, "seconds": round(seconds, 1),
                         "tokens_per_second": round(rate, 1), "speedup": round(rate / single_rate, 2),
                         "ratio_to_limit": round(rate / limit, 2), **work,
                         "tokens_run_per_second": round(ran, 1), "tokens_run_ratio_to_limit": round(ran / limit, 2),
                         "identical_to_one_at_a_time": f"{same}/{args.single}"}
-        label = f"batch of {size}" + (" + shared prefix" if share else "")
-        print(f"  {label:<28}: {rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s), "
+        label = f"batch of {size}" + (" + shared prefix" if share else "") + (" + drop finished" if drop else "")
+        print(f"  {label:<44}: {rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s), "
               f"{rate / single_rate:.1f}x, {rate / limit:.0%} of the limit; identical answers {same}/{args.single}")
-        print(f"  {'':<28}  the model ran {work['prompt_tokens_read']} prompt tokens and {work['decode_steps']} "
+        print(f"  {'':<44}  the model ran {work['prompt_tokens_read']} prompt tokens and {work['decode_steps']} "
               f"decode steps ({work['idle_decode_steps']} for rows already finished): {ran:.0f} tokens/s, "
               f"{ran / limit:.0%} of the limit")
     print(json.dumps(results))

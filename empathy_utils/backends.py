@@ -83,7 +83,7 @@ class LocalBackend(ChatBackend):
 
     def __init__(self, spec: str, adapter: str | os.PathLike | None = None, batch_size: int = 16,
                  model=None, tokenizer=None, label: str | None = None, progress: bool = True,
-                 share_prefix: bool = True, dtype: str = "auto"):
+                 share_prefix: bool = True, dtype: str = "auto", drop_finished: bool = True):
         from .models import load_model, load_tokenizer, model_label
 
         self.spec = spec
@@ -100,6 +100,8 @@ class LocalBackend(ChatBackend):
             self.identity += f"@{weights}"
         self.progress = progress
         self.share_prefix = share_prefix
+        # Greedy replies come from _greedy_dropping_finished (False: transformers' generate, same replies).
+        self.drop_finished = drop_finished
 
     @property
     def chunk_size(self) -> int:
@@ -174,6 +176,41 @@ class LocalBackend(ChatBackend):
                             layer.values.expand(n, -1, -1, -1).contiguous(), i)
         return expanded
 
+    def _greedy_dropping_finished(self, ids, mask, cache, max_new_tokens: int, eos: int) -> list[list[int]]:
+        """Greedy decoding that drops a row from the batch (and its keys and values from the cache) as
+        soon as it has ended its turn. ``generate`` keeps stepping finished rows until the longest reply
+        of the batch is done: 42 % of the decode steps of the default study's replies went to rows
+        that had already finished (benchmarks/README.md). Same forward pass, same argmax, so the same
+        replies as ``generate`` with greedy decoding (tested); returns each row's new tokens, ending
+        with ``eos`` where the row ended its turn."""
+        import torch
+
+        past = cache.get_seq_length() if cache is not None else 0
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_ids, step_positions = ids[:, past:], positions[:, past:]
+        rows = torch.arange(ids.shape[0])  # which of the batch's rows are still decoding
+        new: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
+                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+                cache = out.past_key_values
+                chosen = out.logits[:, -1].argmax(-1)
+                keep = []
+                for j, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
+                    new[row].append(token)
+                    if token != eos:
+                        keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(rows):
+                    index = torch.tensor(keep, device=mask.device)
+                    cache.batch_select_indices(index)
+                    rows, mask, chosen, step_positions = rows[keep], mask[index], chosen[index], step_positions[index]
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
+        return new
+
     def chat(self, conversations, sampling: Sampling) -> list[Completion]:
         import torch
 
@@ -190,13 +227,18 @@ class LocalBackend(ChatBackend):
             if sampling.temperature > 0:
                 torch.manual_seed(sampling.seed)
                 kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+                with torch.inference_mode():
+                    out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                new = out[:, ids.shape[1] :].tolist()
+            elif self.drop_finished:
+                new = self._greedy_dropping_finished(ids, mask, kwargs["past_key_values"], sampling.max_new_tokens, eos)
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with torch.inference_mode():
-                out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-            new = out[:, ids.shape[1] :]
+                with torch.inference_mode():
+                    out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+                new = out[:, ids.shape[1] :].tolist()
             for row, i in enumerate(batch):
-                toks = new[row].tolist()
+                toks = new[row]
                 ended = eos in toks
                 if ended:
                     toks = toks[: toks.index(eos)]

@@ -79,6 +79,37 @@ def test_shared_prefix_gives_the_same_answers_and_probabilities(tiny_spec, tiny_
         assert a["2"] == pytest.approx(b["2"], abs=1e-4)
 
 
+@pytest.mark.parametrize("convs", [_convs(7), _shared_prefix_convs(7)], ids=["own prompts", "shared prefix"])
+def test_greedy_replies_drop_finished_rows_and_equal_generates(tiny_spec, tiny_backend, convs):
+    """The decoding loop that drops a row once it has ended gives generate's replies, and runs fewer rows."""
+    through_generate = LocalBackend(tiny_spec, batch_size=7, progress=False, drop_finished=False,
+                                    model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    dropping = LocalBackend(tiny_spec, batch_size=7, progress=False,
+                            model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    sampling = Sampling(max_new_tokens=8)
+    tokenizer = tiny_backend.tokenizer
+    original_eos = tokenizer.eos_token_id
+    # The random model rarely ends a turn: call "end of turn" a token it says early in some replies only.
+    first = through_generate.chat(convs, sampling)
+    words = [tokenizer.encode(c.text, add_special_tokens=False) for c in first]
+    tokenizer.eos_token_id = next(w[2] for w in words if len(w) > 2 and sum(w[2] in v for v in words) < len(words))
+    rows_run = []
+    hook = tiny_backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows_run.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        expected = through_generate.chat(convs, sampling)
+        rows_run.clear()
+        got = dropping.chat(convs, sampling)
+    finally:
+        hook.remove()
+        tokenizer.eos_token_id = original_eos
+    assert [(c.text, c.finish_reason, c.completion_tokens) for c in got] == \
+        [(c.text, c.finish_reason, c.completion_tokens) for c in expected]
+    assert any(c.finish_reason == "stop" for c in got) and any(c.finish_reason == "length" for c in got)
+    decode_steps = [rows for rows, width in rows_run if width == 1]  # the prompt (and shared prefix) passes aside
+    assert decode_steps[0] == len(convs) and min(decode_steps) < len(convs), "finished rows were not dropped"
+
+
 @pytest.mark.parametrize("section", ["teacher", "judge", "judge_validation"])
 def test_every_served_model_takes_concurrency_timeout_and_retries_from_the_params(section):
     """Teacher, judge and judge candidates share one backend settings type: an API judge is no longer
