@@ -224,16 +224,14 @@ class LocalBackend(ChatBackend):
             ids, mask = self._pad([encoded[i] for i in batch], prefix)
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                           eos_token_id=eos, past_key_values=self._expand_cache(prefix_cache, len(batch)))
-            if sampling.temperature > 0:
-                torch.manual_seed(sampling.seed)
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-                with torch.inference_mode():
-                    out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-                new = out[:, ids.shape[1] :].tolist()
-            elif self.drop_finished:
+            if sampling.temperature == 0 and self.drop_finished:
                 new = self._greedy_dropping_finished(ids, mask, kwargs["past_key_values"], sampling.max_new_tokens, eos)
             else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                if sampling.temperature > 0:
+                    torch.manual_seed(sampling.seed)
+                    kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+                else:
+                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                 with torch.inference_mode():
                     out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
                 new = out[:, ids.shape[1] :].tolist()
