@@ -1,10 +1,11 @@
 """Pairs judged per second by each judge on this machine (not a test; prints figures).
 
-    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head writer-style cross-encoder reward-model pairwise-llm]
+    python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head writer-style cross-encoder stacked-judges reward-model pairwise-llm]
 
 ``packaged`` is the judge ``judge.fallback: auto`` uses without research data (rebuilt from the
 packaged measurement, framing and tie band included); ``stacked`` is the stacked judge's feature
-pipeline (the likelihood score plus text features) with untrained weights.
+pipeline (the likelihood score plus text features) with untrained weights; ``stacked-judges`` the
+stack over the writer-style, cross-encoder and embedding-head judges (``judges+text``), likewise.
 
 The pairs are made from the project's embedded corpus (its reference reply against a short generic
 reply, sides alternating), so no research data is needed. Model loading is timed apart from judging;
@@ -57,6 +58,11 @@ def build(kind: str, model: str, batch_size: int):
 
         lik = J.LikelihoodJudge(model, batch_size=batch_size)
         return StackedJudge(lik, np.ones(len(FEATURES)), np.ones(len(FEATURES)), 0)
+    if kind == "stacked-judges":
+        from empathy_utils.judge_validation.stacked import STACKABLE, TEXT_FEATURES, StackedJudge
+
+        width = len(STACKABLE) + len(TEXT_FEATURES)
+        return StackedJudge({k: build(k, model, batch_size) for k in STACKABLE}, np.ones(width), np.ones(width), 0)
     if kind == "pairwise-llm":
         from empathy_utils.backends import LocalBackend
 
@@ -92,7 +98,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--judges", nargs="+",
                         default=["longer", "likelihood", "packaged", "stacked", "embedding-head", "writer-style", "cross-encoder",
-                                 "reward-model", "pairwise-llm"])
+                                 "stacked-judges", "reward-model", "pairwise-llm"])
     args = parser.parse_args()
     items = make_pairs(args.pairs)
     distinct = len({(it["context"], it["utterance"], it[s]) for it in items for s in ("response_a", "response_b")})

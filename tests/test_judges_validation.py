@@ -515,3 +515,85 @@ def test_students_meet_the_replies_the_data_holds_head_to_head(tmp_path, monkeyp
 def test_data_replies_need_the_data_that_holds_them():
     with pytest.raises(ConfigError, match="gpt4.*LLMs-vs-Humans"):
         StudyConfig.from_dict({"generation": {"students": ["base", "gpt4"]}})
+
+
+# ----------------------------------------------------------------- the stacked judge over other judges
+def test_out_of_fold_scores_never_come_from_a_model_that_saw_the_dialogue(tmp_path, fake_data):
+    from empathy_utils.judge_validation.learned import (EmbeddingStore, embedding_head_out_of_fold,
+                                                        writer_style_out_of_fold)
+
+    store = EmbeddingStore(tmp_path / "e.sqlite")
+    frame = _writer_frame(n_train=30, n_test=0)
+    oof = writer_style_out_of_fold(frame, 1.0, WriterEncoder(), store)
+    assert len(oof) == 30 * 5
+    changed = frame.copy()
+    changed.loc[changed["dialogue_id"] == "d0", "rating_human"] = 3  # the human reply of d0 now rated best
+    again = writer_style_out_of_fold(changed, 1.0, WriterEncoder(), store)
+    assert all(again["d0", w] == oof["d0", w] for w in jv.SOURCES), "d0's scores saw d0's ratings"
+    assert any(again[k] != oof[k] for k in oof if k[0] != "d0"), "the other folds should see the change"
+    with pytest.raises(Exception, match="train-split"):
+        writer_style_out_of_fold(_writer_frame(n_train=10, n_test=2), 1.0, WriterEncoder(), store)
+
+    pairs = jv.train_pairs_of(load_llms_vs_humans(fake_data), 0)
+    head = embedding_head_out_of_fold(pairs, "reply", 1.0, FakeEncoder(), store)
+    flipped = pairs.copy()
+    first = flipped["dialogue_id"] == "d0"
+    flipped.loc[first, "human"] = flipped.loc[first, "human"].map({"a": "b", "b": "a"})
+    head_again = embedding_head_out_of_fold(flipped, "reply", 1.0, FakeEncoder(), store)
+    d0 = [k for k in head if k[0] == "d0"]
+    assert d0 and all(head_again[k] == head[k] for k in d0)
+    assert any(head_again[k] != head[k] for k in head if k[0] != "d0")
+
+
+def test_stacked_judge_reads_other_judges_scores_out_of_sample(fake_data, fake_encoder, tmp_path, monkeypatch):
+    from empathy_utils.judge_validation.stacked import TEXT_FEATURES
+    from empathy_utils.judge_validation.stage import is_cheap
+
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    frame = load_llms_vs_humans(fake_data)
+    v = _cfg(stacked_features="judges+text", stacked_judges=["writer-style", "embedding-head"],
+             stacked_train_pairs=0).judge_validation
+    logs = []
+    judge = jv.learned_judge("stacked", frame, v, 0, log=logs.append)
+    info = judge.training["training"]
+    assert info["features"][:2] == ["writer-style", "embedding-head"] and info["features"][2:] == list(TEXT_FEATURES)
+    assert info["out_of_sample_components"] == ["embedding-head", "writer-style"]
+    assert judge.training["splits_seen"] == ["train"] and judge.likelihood is None and is_cheap(judge)
+    assert "writer-style, embedding-head judges' scores" in judge.name
+    test_pairs = jv.rating_pairs(frame, "test", 0)
+    records = judge.judge(jv.judge_items(test_pairs))
+    assert jv.measure(records, test_pairs, resamples=50)["accuracy"] > 0.7
+    # Cached: a second call fits nothing; a component's change refits the stack.
+    fitted = sum("stacked" in m for m in logs)
+    again = jv.learned_judge("stacked", frame, v, 0, log=logs.append)
+    assert sum("stacked" in m for m in logs) == fitted == 1 and np.allclose(again.weights, judge.weights)
+    other = jv.learned_judge("stacked", frame, _cfg(stacked_features="judges+text", stacked_train_pairs=0,
+                                                    stacked_judges=["writer-style", "embedding-head"],
+                                                    embedding_features="reply+context").judge_validation, 0,
+                             log=logs.append)
+    assert other.cache_folder != judge.cache_folder and sum("stacked" in m for m in logs) == 2
+
+
+def test_stacked_judge_is_fitted_where_the_cross_encoder_never_trained(tmp_path, monkeypatch, tiny_cross_encoder_base):
+    from empathy_utils.judge_validation import learned
+
+    write_lvh(tmp_path / "data", n_train=24, n_test=6)
+    frame = load_llms_vs_humans(tmp_path / "data")
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(learned, "cross_encoder_base", lambda: tiny_cross_encoder_base)
+    v = _cfg(cross_encoder_train_dialogues=12, cross_encoder_epochs=2, cross_encoder_max_length=64,
+             stacked_features="judges+text", stacked_judges=["cross-encoder"], stacked_train_pairs=0).judge_validation
+    judge = learned.learned_judge("stacked", frame, v, 0, log=lambda m: None)
+    encoder_ids = set(judge.components["cross-encoder"].training["train_dialogue_ids"])
+    stack_ids = set(judge.training["train_dialogue_ids"])
+    assert len(encoder_ids) == 12 and len(stack_ids) == 12 and not encoder_ids & stack_ids
+    seen = jv.train_pairs_of(frame, 0)
+    with pytest.raises(Exception, match="not out of sample"):
+        learned.stack_component_scores(judge.components, frame, seen[seen["dialogue_id"].isin(encoder_ids)], v)
+
+
+def test_stacked_judges_setting_is_checked():
+    with pytest.raises(ConfigError, match="stacked_judges"):
+        StudyConfig.from_dict({"judge_validation": {"stacked_features": "judges+text", "stacked_judges": []}})
+    with pytest.raises(ConfigError, match="stacked_judges"):
+        StudyConfig.from_dict({"judge_validation": {"stacked_judges": ["likelihood"]}})

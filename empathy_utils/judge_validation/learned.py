@@ -22,6 +22,7 @@ from ..judges import (CrossEncoderJudge, EmbeddingHeadJudge, Judge, RewardModelJ
 from ..paths import cache_dir
 from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of
 from .settings import JudgeValidationSettings
+from .stacked import STACKABLE
 
 
 def _settings_key(kind: str, payload: dict, data_sha: str) -> str:
@@ -124,7 +125,6 @@ def train_writer_style(frame: pd.DataFrame, c_grid: list[float] | None = None, e
     classifier from a reply's embedding to its writer, and each writer's mean human rating. The L2
     strength is chosen by the pairwise accuracy of the whole judge on held-out dialogues (5-fold,
     grouped by dialogue), since telling writers apart is only the means."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
     if set(frame["split"]) != {"train"}:
@@ -142,9 +142,7 @@ def train_writer_style(frame: pd.DataFrame, c_grid: list[float] | None = None, e
     groups = replies["dialogue_id"].to_numpy()
 
     def fit(rows, c):
-        model = LogisticRegression(C=c, max_iter=3000).fit(X[rows], y[rows])
-        means = replies.iloc[rows].groupby("writer")["rating"].mean().reindex(SOURCES).fillna(0.0).to_numpy()
-        return model, means
+        return _fit_writer_classifier(X, y, replies, rows, c)
 
     def pair_accuracy(model, means, rows) -> float:
         scores = model.predict_proba(X[rows]) @ means[model.classes_]
@@ -172,6 +170,92 @@ def train_writer_style(frame: pd.DataFrame, c_grid: list[float] | None = None, e
             "writer_accuracy_in_sample": float(model.score(X, y)),
             "writer_ratings": dict(zip(SOURCES, map(float, means)))}
     return judge, info
+
+
+def _fit_writer_classifier(X: np.ndarray, y: np.ndarray, replies: pd.DataFrame, rows, c: float):
+    """The writer classifier on ``rows`` and those rows' mean human rating per writer."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=3000).fit(X[rows], y[rows])
+    means = replies.iloc[rows].groupby("writer")["rating"].mean().reindex(SOURCES).fillna(0.0).to_numpy()
+    return model, means
+
+
+def writer_style_out_of_fold(train: pd.DataFrame, c: float, encoder=None, store=None, folds: int = 5
+                             ) -> dict[tuple[str, str], float]:
+    """Every train-split reply's writer-style score from a classifier (and writer means) fitted
+    without that reply's dialogue (``folds`` folds grouped by dialogue), keyed by (dialogue, writer):
+    what the stacked judge is fitted on, so that it does not learn the judge's in-sample confidence."""
+    from sklearn.model_selection import GroupKFold
+
+    if set(train["split"]) != {"train"}:
+        raise StudyError(f"out-of-fold scores are for train-split replies only; got splits {sorted(set(train['split']))}")
+    replies = writer_replies(train)
+    encoder = encoder if encoder is not None else load_encoder()
+    shell = WriterStyleJudge(np.zeros((len(SOURCES), 1)), np.zeros(len(SOURCES)), SOURCES, np.zeros(len(SOURCES)),
+                             encoder, 0, cache=store)
+    X = shell.embed(list(replies["reply"]))
+    y = replies["writer"].map({s: i for i, s in enumerate(SOURCES)}).to_numpy()
+    out = np.zeros(len(replies))
+    for tr, te in GroupKFold(n_splits=folds).split(X, y, replies["dialogue_id"].to_numpy()):
+        model, means = _fit_writer_classifier(X, y, replies, tr, c)
+        out[te] = model.predict_proba(X[te]) @ means[model.classes_]
+    return dict(zip(zip(replies["dialogue_id"], replies["writer"]), map(float, out)))
+
+
+def embedding_head_out_of_fold(pairs: pd.DataFrame, features: str, c: float, encoder=None, store=None,
+                               folds: int = 5) -> dict[tuple[str, str], float]:
+    """Every reply of the train-split ``pairs`` scored by an embedding head fitted without that
+    reply's dialogue (``folds`` folds grouped by dialogue), keyed by (dialogue, writer)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    if set(pairs["split"]) != {"train"}:
+        raise StudyError(f"out-of-fold scores are for train-split pairs only; got splits {sorted(set(pairs['split']))}")
+    encoder = encoder if encoder is not None else load_encoder()
+    shell = EmbeddingHeadJudge(np.zeros(1), features, encoder, 0, cache=store)
+    prompts = list(zip(pairs["context"], pairs["utterance"]))
+    fa = shell.featurize(prompts, list(pairs["response_a"]))
+    fb = shell.featurize(prompts, list(pairs["response_b"]))
+    y = (pairs["human"] == "a").to_numpy().astype(int)
+    out: dict[tuple[str, str], float] = {}
+    for tr, te in GroupKFold(n_splits=folds).split(fa, y, pairs["dialogue_id"].to_numpy()):
+        X = np.vstack([fa[tr] - fb[tr], fb[tr] - fa[tr]])
+        head = LogisticRegression(C=c, fit_intercept=False, max_iter=2000).fit(X, np.concatenate([y[tr], 1 - y[tr]]))
+        w = head.coef_[0]
+        held = pairs.iloc[te]
+        out.update(zip(zip(held["dialogue_id"], held["source_a"]), map(float, fa[te] @ w)))
+        out.update(zip(zip(held["dialogue_id"], held["source_b"]), map(float, fb[te] @ w)))
+    return out
+
+
+def stack_component_scores(components: dict, frame: pd.DataFrame, pairs: pd.DataFrame, v: JudgeValidationSettings,
+                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Out-of-sample scores of each trained component on the stacked judge's train-split ``pairs``
+    (side a, side b): the cross-encoder scores dialogues it was not trained on (checked); the
+    writer-style judge and the embedding head score out of fold."""
+    train = frame[frame["split"] == "train"]
+    keys_a = list(zip(pairs["dialogue_id"], pairs["source_a"]))
+    keys_b = list(zip(pairs["dialogue_id"], pairs["source_b"]))
+    out = {}
+    for name, judge in components.items():
+        if name == "cross-encoder":
+            seen = set(judge.training["train_dialogue_ids"]) & set(pairs["dialogue_id"])
+            if seen:
+                raise StudyError(f"the stacked judge would be fitted on {len(seen)} dialogue(s) the cross-encoder "
+                                 "was trained on; its scores there are not out of sample")
+            prompts = list(zip(pairs["context"], pairs["utterance"]))
+            out[name] = (judge.score(prompts, list(pairs["response_a"])), judge.score(prompts, list(pairs["response_b"])))
+            continue
+        c = judge.training["training"]["C"]
+        if name == "writer-style":
+            scores = writer_style_out_of_fold(train, c, judge.encoder, judge._cache)
+        elif name == "embedding-head":
+            scores = embedding_head_out_of_fold(train_pairs_of(frame, 0), judge.features, c, judge.encoder, judge._cache)
+        else:
+            raise StudyError(f"the stacked judge cannot read {name!r}: it stacks {list(STACKABLE)} (or the likelihood judge)")
+        out[name] = (np.array([scores[k] for k in keys_a]), np.array([scores[k] for k in keys_b]))
+    return out
 
 
 def cross_encoder_base() -> str:
@@ -314,27 +398,39 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
     elif kind == "stacked":
         payload = {"pairs": v.stacked_train_pairs, "model": v.scorer_model, "condition": v.likelihood_condition,
                    "score": v.likelihood_score, "features": v.stacked_features, "seed": seed, "version": 1}
+        if v.stacked_features == "judges+text":  # the components' own cache keys: retrain them, refit the stack
+            components = {k: learned_judge(k, frame, v, seed, log=log) for k in v.stacked_judges}
+            payload = {"pairs": v.stacked_train_pairs, "features": v.stacked_features, "seed": seed, "version": 2,
+                       "components": {k: Path(j.cache_folder).name for k, j in components.items()}}
     else:
         raise StudyError(f"{kind!r} is not a learned judge")
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
     meta_file = folder / "meta.json"
     n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
          "stacked": v.stacked_train_pairs, "writer-style": 0, "cross-encoder": 0}[kind]
+    if kind == "stacked" and v.stacked_features == "judges+text" and "cross-encoder" in components:
+        # the stack learns how far to trust the cross-encoder on dialogues it was not trained on
+        seen = set(components["cross-encoder"].training["train_dialogue_ids"])
+        all_pairs = all_pairs[~all_pairs["dialogue_id"].isin(seen)].reset_index(drop=True)
     pairs = _subsample_pairs(all_pairs, n, seed) if kind != "stacked" else sample_pairs(all_pairs, n, seed)
     if kind == "stacked":
         from ..judges import LikelihoodJudge
         from .stacked import StackedJudge, fit_stacked
 
-        likelihood = (LikelihoodJudge(v.scorer_model, batch_size=v.batch_size, condition=v.likelihood_condition,
-                                      score=v.likelihood_score) if v.stacked_features == "likelihood+text" else None)
+        if v.stacked_features != "judges+text":
+            components = ({"likelihood": LikelihoodJudge(v.scorer_model, batch_size=v.batch_size,
+                                                         condition=v.likelihood_condition, score=v.likelihood_score)}
+                          if v.stacked_features == "likelihood+text" else {})
         if meta_file.exists():
             meta = json.loads(meta_file.read_text())
             info = meta["training"]
-            judge = StackedJudge(likelihood, [info["weights"][k] for k in info["features"]], info["scale"],
+            judge = StackedJudge(components, [info["weights"][k] for k in info["features"]], info["scale"],
                                  info["pairs"])
         else:
             log(f"fitting the stacked judge on {len(pairs)} train-split pairs ...")
-            judge, info = fit_stacked(pairs, likelihood)
+            scores = (stack_component_scores(components, frame, pairs, v) if v.stacked_features == "judges+text"
+                      else None)
+            judge, info = fit_stacked(pairs, components, component_scores=scores)
             tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
             _write_meta(tmp, kind, payload, data_sha, info, pairs)
             _publish(tmp, folder)

@@ -58,8 +58,8 @@ class JudgeValidationSettings(BackendSettings):
     )
     scoring_pairs: int = param(
         0,
-        "Judges that need no language model per reply (embedding-head, writer-style, stacked on text "
-        "features) and the baselines: test-split pairs judged in each of the selection and report sets "
+        "Judges that need no language model per reply (embedding-head, writer-style, cross-encoder, stacked on "
+        "text or judges+text) and the baselines: test-split pairs judged in each of the selection and report sets "
         "(whole dialogues; 0 = every pair). They judge thousands of pairs in seconds; the likelihood judge "
         "scores a few replies a second, so it judges the test_pairs subsample.",
     )
@@ -110,13 +110,20 @@ class JudgeValidationSettings(BackendSettings):
     )
     stacked_train_pairs: int = param(
         400,
-        "stacked: train-split pairs its logistic model is fitted on (whole dialogues; 0 = all). Each needs "
-        "the likelihood judge's scores of both replies, a few replies a second on a CPU.",
+        "stacked: train-split pairs its logistic model is fitted on (whole dialogues; 0 = all). On "
+        "likelihood+text each needs the likelihood judge's scores of both replies, a few replies a second "
+        "on a CPU; on judges+text, pairs of dialogues the cross-encoder trained on are left out.",
     )
-    stacked_features: Literal["likelihood+text", "text"] = param(
+    stacked_features: Literal["likelihood+text", "text", "judges+text"] = param(
         "likelihood+text",
         "stacked: the likelihood judge's score plus the text features (length, questions, exclamations, "
-        "second person), or the text features alone (fast: no model).",
+        "second person), the text features alone (fast: no model), or the stacked_judges' scores plus the "
+        "text features (fitted on those judges' out-of-sample scores of train-split replies).",
+    )
+    stacked_judges: list[Literal["writer-style", "cross-encoder", "embedding-head"]] = param(
+        ["writer-style", "cross-encoder", "embedding-head"],
+        "stacked with judges+text: the trained judges whose scores it reads (each is trained, or taken from "
+        "the cache, with the settings above).",
     )
     cross_encoder_train_dialogues: int = param(
         300,
@@ -140,7 +147,9 @@ def validation_checks(v: JudgeValidationSettings) -> list[str]:
     errors = []
     if not v.candidates:
         errors.append(f"judge_validation.candidates: name at least one of {list(JUDGE_CANDIDATES)}")
-    for name in ("candidates", "attacks"):
+    if v.stacked_features == "judges+text" and not v.stacked_judges:
+        errors.append("judge_validation.stacked_judges: name at least one judge for stacked_features judges+text")
+    for name in ("candidates", "attacks", "stacked_judges"):
         values = getattr(v, name)
         if len(set(values)) != len(values):
             errors.append(f"judge_validation.{name}: listed twice: {sorted({x for x in values if values.count(x) > 1})}")
