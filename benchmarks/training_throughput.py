@@ -15,7 +15,10 @@ count (``train_log.json``: ``tokens``), beside the limit this machine allows:
 The time is the trainer's whole ``train()`` call, first step included, as the study's own stages see
 it. With ``--old-path`` each step is also trained as TRL does by default on a CPU (its LM head scoring
 every position, prompt and padding included; see ``empathy_utils.training.labelled_positions_only``),
-in the same process, and the ratio is printed. It measures; it asserts nothing.
+in the same process, and the ratio is printed. With ``--dpo-reference`` it instead trains the run's
+whole DPO step (its own epochs, from the run's SFT adapter) twice in one process, the reference
+scored inside every step (TRL's default) and once before training (``dpo.precompute_reference``),
+and prints both times and their ratio. It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--old-path", action="store_true",
                         help="also train each step with TRL's default every-position LM head, for the ratio")
+    parser.add_argument("--dpo-reference", action="store_true",
+                        help="time the run's whole DPO step with the reference scored every step and once")
+    parser.add_argument("--dpo-epochs", type=float, default=None,
+                        help="with --dpo-reference: epochs instead of the run's own (the paper: 3)")
     args = parser.parse_args()
+    if args.dpo_reference:
+        return compare_dpo_reference(Path(args.run), args.dpo_epochs)
 
     import contextlib
 
@@ -84,6 +93,30 @@ def main() -> None:
                   f"{rate / limit_lora:.0%} of the LoRA-training limit ({limit_lora:.0f} tok/s), "
                   f"{rate / limit_own:.0%} of its own ({limit_own:.0f} tok/s, {flops_per_token} x parameters "
                   f"per token); process peak RSS {summary['peak_rss_gb']} GB")
+    print(json.dumps(results))
+
+
+def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:
+    """The run's DPO step as the study trains it, reference inside each step vs. precomputed once."""
+    from empathy_utils.config import load_config
+    from empathy_utils.training import train_dpo
+
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(run / "data", Path(scratch) / "data")
+        shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
+        for precompute in (False, True):
+            overrides = [f"dpo.precompute_reference={'always' if precompute else 'never'}"]
+            cfg = load_config(run / "params.yaml", overrides + ([f"dpo.epochs={epochs}"] if epochs else []))
+            summary = train_dpo(cfg, scratch)
+            shutil.rmtree(Path(scratch) / "models" / "dpo")
+            key = "reference_once" if precompute else "reference_every_step"
+            results[key] = {k: summary[k] for k in ("steps", "seconds", "tokens", "last_loss", "peak_rss_gb")}
+            print(f"  DPO, {key.replace('_', ' ')}: {summary['steps']} steps in {summary['seconds']} s, "
+                  f"last loss {summary['last_loss']}, peak RSS {summary['peak_rss_gb']} GB")
+    ratio = results["reference_every_step"]["seconds"] / results["reference_once"]["seconds"]
+    results["speed-up"] = round(ratio, 2)
+    print(f"  reference once / every step: {ratio:.2f}x faster")
     print(json.dumps(results))
 
 

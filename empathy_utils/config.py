@@ -190,6 +190,13 @@ class DPOSettings(TrainingSettings):
     epochs: float = param(3.0, "Passes over the preference pairs (paper: 3); ignored when max_steps > 0.")
     beta: float = param(0.1, "DPO's beta: how far the policy may move from the reference (paper: 0.1).")
     loss_type: str = param("sigmoid", "TRL's DPO loss (paper: sigmoid, the original DPO loss).")
+    precompute_reference: Literal["auto", "always", "never"] = param(
+        "auto",
+        "Score every pair with the frozen reference once, before training (TRL's precompute_ref_log_probs), "
+        "instead of inside every step of every epoch: a forward pass per pair saved each epoch after the "
+        "first. auto: when training passes over the pairs more than once (epochs > 1, or max_steps beyond "
+        "one epoch); with one epoch both do the same work. never: TRL's default.",
+    )
 
 
 @dataclass

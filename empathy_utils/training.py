@@ -77,6 +77,20 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
 
 
+@contextmanager
+def no_tqdm_bars():
+    """No plain tqdm bars inside the block (TQDM_DISABLE, which TRL's own loops read)."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
+
+
 def quiet_trainer(trainer):
     """No per-step printing: the executed notebook shows a table of the training log instead."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -147,8 +161,14 @@ def _fingerprint(cfg: StudyConfig, step: str, data: Path, start_adapter: Path | 
     adapter it continues."""
     settings = cfg.to_dict()
     return digest({"step": step, "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
-                   "settings": unset_dropped(settings[step], {"trainer": {}}), "data": files_digest(data, "data-*.arrow"),
+                   "settings": unset_dropped(settings[step], ADDED_SETTINGS), "data": files_digest(data, "data-*.arrow"),
                    "start": files_digest(start_adapter, "adapter_model*") if start_adapter else None})
+
+
+# Settings added after adapters were first trained, with their defaults: at the default they leave an
+# adapter's fingerprint as it was (precompute_reference: auto trains a one-epoch DPO exactly as before,
+# and a longer one to the same losses within 1e-7, benchmarks/README.md).
+ADDED_SETTINGS = {"trainer": {}, "precompute_reference": "auto"}
 
 
 def unset_dropped(section: dict, added: dict) -> dict:
@@ -227,6 +247,20 @@ def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
     return reuse_or_train(paths.dpo_model, fingerprint, lambda out: _train_dpo(cfg, paths, out))
 
 
+def precompute_reference(dpo, pairs: int, processes: int | None = None) -> bool:
+    """Whether DPO scores the reference once before training (``dpo.precompute_reference``): on auto,
+    when training passes over the pairs more than once. With a single pass the reference is scored
+    once per pair either way, and precomputing only adds a pass over the data (measured in
+    benchmarks/README.md)."""
+    if dpo.precompute_reference != "auto":
+        return dpo.precompute_reference == "always"
+    if dpo.max_steps <= 0:
+        return dpo.epochs > 1
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = dpo.batch_size * dpo.gradient_accumulation_steps * processes
+    return dpo.max_steps * per_step > pairs
+
+
 def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     from datasets import load_from_disk
     from trl import DPOConfig, DPOTrainer
@@ -236,13 +270,15 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     data = load_from_disk(str(paths.dpo_data)).select_columns(["prompt", "chosen", "rejected"])
     model = load_model(cfg.model.name_or_path, adapter=paths.sft_model, trainable_adapter=True)
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
-    args = DPOConfig(**trainer_arguments(cfg.dpo, out, cfg.run.seed), max_length=cfg.dpo.max_length,
-                     beta=cfg.dpo.beta,
-                     loss_type=[cfg.dpo.loss_type])
-    trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
-                                processing_class=tokenizer))
+    # The reference pass, when precomputed, runs inside the trainer's constructor: timed with training.
+    args = DPOConfig(**({"precompute_ref_log_probs": precompute_reference(cfg.dpo, len(data))}
+                        | trainer_arguments(cfg.dpo, out, cfg.run.seed)),
+                     max_length=cfg.dpo.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type])
     start = time.time()
     with labelled_positions_only():
+        with no_tqdm_bars():  # TRL's bar over the reference pass
+            trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
+                                               processing_class=tokenizer))
         trainer.train()
     history = trainer.state.log_history
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]

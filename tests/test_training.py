@@ -256,3 +256,79 @@ def test_the_labelled_positions_switch_is_scoped_and_refuses_a_trl_without_it(mo
     with pytest.raises(StudyError, match="_use_triton"):
         with labelled_positions_only():
             pass
+
+
+def _train_dpo_counting_forwards(cfg, run_dir, monkeypatch):
+    """Train DPO from scratch; return its summary, per-step losses, adapter and the model's forward calls."""
+    import shutil
+
+    from empathy_utils import models
+
+    calls = []
+    real_load = models.load_model
+
+    def counting_load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        model.get_base_model().register_forward_pre_hook(lambda module, inputs: calls.append(1))
+        return model
+
+    monkeypatch.setattr(models, "load_model", counting_load)
+    shutil.rmtree(RunPaths(run_dir).dpo_model, ignore_errors=True)
+    summary = train_dpo(cfg, run_dir)
+    history = json.loads((RunPaths(run_dir).dpo_model / "train_log.json").read_text())["history"]
+    monkeypatch.undo()
+    return summary, [h["loss"] for h in history if "loss" in h], _adapter(RunPaths(run_dir).dpo_model), len(calls)
+
+
+def test_dpo_scores_the_reference_once_and_trains_the_same(tmp_path, tiny_spec, monkeypatch):
+    """dpo.precompute_reference: over several epochs, one reference pass over the pairs before training
+    instead of one inside every step; the losses and the trained adapter are those of TRL's default."""
+    import math
+
+    cfg = load_config(profile_path("tiny"), ["sft.max_steps=1", "dpo.max_steps=-1", "dpo.epochs=3",
+                                             "dpo.logging_steps=1"])
+    build_datasets(cfg, tmp_path)
+    train_sft(cfg, tmp_path)
+    cfg.dpo.precompute_reference = "never"
+    inline, inline_losses, inline_weights, inline_forwards = _train_dpo_counting_forwards(cfg, tmp_path, monkeypatch)
+    cfg.dpo.precompute_reference = "auto"  # three epochs: more than one pass over the pairs
+    once, once_losses, once_weights, once_forwards = _train_dpo_counting_forwards(cfg, tmp_path, monkeypatch)
+    batches = math.ceil(once["pairs"] / cfg.dpo.batch_size)
+    assert inline["steps"] == once["steps"] == 3 * batches
+    assert inline_forwards == 2 * inline["steps"], "TRL's default: a policy and a reference pass every step"
+    assert once_forwards == once["steps"] + batches, "the reference scored once per pair, not once per epoch"
+    assert once["fingerprint"] != inline["fingerprint"], "the setting is part of the adapter's fingerprint"
+    assert once_losses == pytest.approx(inline_losses, rel=1e-4)
+    for name, weight in inline_weights.items():
+        torch.testing.assert_close(once_weights[name], weight, rtol=1e-4, atol=1e-6)
+
+
+def test_the_reference_is_precomputed_only_when_training_passes_over_the_pairs_again():
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.training import precompute_reference
+
+    def dpo(**settings):
+        return StudyConfig.from_dict({"dpo": settings}).dpo
+
+    assert not precompute_reference(dpo(epochs=1), 23), "one pass: the same work either way"
+    assert precompute_reference(dpo(epochs=3), 23)
+    assert not precompute_reference(dpo(epochs=3, max_steps=11, batch_size=2), 23, processes=1)
+    assert precompute_reference(dpo(epochs=1, max_steps=12, batch_size=2), 23, processes=1)
+    assert not precompute_reference(dpo(epochs=1, max_steps=5, batch_size=2), 23, processes=2)
+    assert precompute_reference(dpo(epochs=1, max_steps=6, batch_size=2), 23, processes=2)
+    assert precompute_reference(dpo(epochs=1, precompute_reference="always"), 23)
+    assert not precompute_reference(dpo(epochs=3, precompute_reference="never"), 23)
+
+
+def test_dpo_adapters_trained_before_the_setting_existed_are_still_reused(tmp_path):
+    from empathy_utils.artifacts import digest, files_digest
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.training import _fingerprint
+
+    cfg = StudyConfig.from_dict({})
+    settings = cfg.to_dict()
+    before = {k: v for k, v in settings["dpo"].items() if k not in ("trainer", "precompute_reference")}
+    expected = digest({"step": "dpo", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
+                       "settings": before, "data": files_digest(tmp_path, "data-*.arrow"), "start": None})
+    assert _fingerprint(cfg, "dpo", tmp_path) == expected
+    assert _fingerprint(StudyConfig.from_dict({"dpo": {"precompute_reference": "always"}}), "dpo", tmp_path) != expected
