@@ -11,8 +11,8 @@ definitions block of P0) once per call and reuses their keys and values for ever
 Beside the generated tokens, each batched setting counts every token the model actually runs: the
 prompt tokens it reads (the shared prefix once when shared) and one decode step per row for as long
 as the longest reply of its batch (a row that has finished keeps stepping in ``generate``; the study's
-own greedy loop, the last setting of each batch size, drops it, so its decode steps are the replies'
-own). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
+own greedy loop, the last two settings of each batch size, drops it, so its decode steps are the replies'
+own; the last also writes each step's keys and values in place, ``empathy_utils.kv_cache``). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
 parameters per token), so the report says how much is waste and how much is the prompt's own cost.
 """
 
@@ -84,13 +84,16 @@ def main() -> None:
                "one_at_a_time": {"prompts": args.single, "tokens": tokens, "seconds": round(seconds, 1),
                                  "tokens_per_second": round(single_rate, 1)}}
     print(f"  {'one at a time (naive)':<44}: {single_rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s)")
-    settings = [(size, share, drop) for size in args.batch_sizes for share, drop in ((False, False), (True, False), (True, True))]
-    for size, share, drop in settings:
+    settings = [(size, *flags) for size in args.batch_sizes
+                for flags in ((False, False, False), (True, False, False), (True, True, False), (True, True, True))]
+    for size, share, drop, reserve in settings:
         backend.batch_size, backend.share_prefix, backend.drop_finished = size, share, drop
+        backend.reserve_cache = reserve
         out, tokens, seconds = timed(backend, convs, sampling)
         rate = tokens / seconds
         same = sum(a.text == b.text for a, b in zip(out[: args.single], single_out))
-        key = f"batch_{size}" + ("_shared_prefix" if share else "") + ("_dropping_finished" if drop else "")
+        key = (f"batch_{size}" + ("_shared_prefix" if share else "") + ("_dropping_finished" if drop else "")
+               + ("_reserved_cache" if reserve else ""))
         work = work_done(backend, convs, out, drop)
         ran = (work["prompt_tokens_read"] + work["decode_steps"]) / seconds
         results[key] = {"prompts": len(convs), "tokens": tokens, "seconds": round(seconds, 1),
@@ -98,7 +101,8 @@ def main() -> None:
                         "ratio_to_limit": round(rate / limit, 2), **work,
                         "tokens_run_per_second": round(ran, 1), "tokens_run_ratio_to_limit": round(ran / limit, 2),
                         "identical_to_one_at_a_time": f"{same}/{args.single}"}
-        label = f"batch of {size}" + (" + shared prefix" if share else "") + (" + drop finished" if drop else "")
+        label = (f"batch of {size}" + (" + shared prefix" if share else "") + (" + drop finished" if drop else "")
+                 + (" + reserved cache" if reserve else ""))
         print(f"  {label:<44}: {rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s), "
               f"{rate / single_rate:.1f}x, {rate / limit:.0%} of the limit; identical answers {same}/{args.single}")
         print(f"  {'':<44}  the model ran {work['prompt_tokens_read']} prompt tokens and {work['decode_steps']} "

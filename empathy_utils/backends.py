@@ -83,7 +83,8 @@ class LocalBackend(ChatBackend):
 
     def __init__(self, spec: str, adapter: str | os.PathLike | None = None, batch_size: int = 16,
                  model=None, tokenizer=None, label: str | None = None, progress: bool = True,
-                 share_prefix: bool = True, dtype: str = "auto", drop_finished: bool = True):
+                 share_prefix: bool = True, dtype: str = "auto", drop_finished: bool = True,
+                 reserve_cache: bool = True):
         from .models import load_model, load_tokenizer, model_label
 
         self.spec = spec
@@ -102,6 +103,8 @@ class LocalBackend(ChatBackend):
         self.share_prefix = share_prefix
         # Greedy replies come from _greedy_dropping_finished (False: transformers' generate, same replies).
         self.drop_finished = drop_finished
+        # That loop writes each new token's keys and values in place (kv_cache; False: transformers' cache).
+        self.reserve_cache = reserve_cache
 
     @property
     def chunk_size(self) -> int:
@@ -185,7 +188,13 @@ class LocalBackend(ChatBackend):
         with ``eos`` where the row ended its turn."""
         import torch
 
+        from .kv_cache import reserved_cache, supports_reserved_cache
+
         past = cache.get_seq_length() if cache is not None else 0
+        config = self.model.config
+        if self.reserve_cache and supports_reserved_cache(config):
+            room = (ids.shape[1] - past if cache is not None else 0) + max_new_tokens
+            cache = reserved_cache(cache, config.num_hidden_layers, room)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         step_ids, step_positions = ids[:, past:], positions[:, past:]
         rows = torch.arange(ids.shape[0])  # which of the batch's rows are still decoding

@@ -124,3 +124,49 @@ def test_every_served_model_takes_concurrency_timeout_and_retries_from_the_param
     assert backend.max_concurrency == 3
     assert backend.client.timeout == 7.5
     assert backend.client.max_retries == 2
+
+
+# ------------------------------------------------------------------ keys and values written in place
+def test_a_reserved_cache_layer_writes_in_place_and_holds_what_concatenation_would():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from empathy_utils.kv_cache import ReservedLayer
+
+    gen = torch.Generator().manual_seed(0)
+    reserved, dynamic = ReservedLayer(room=3), DynamicLayer()
+    steps = [torch.randn(4, 2, n, 8, generator=gen) for n in (5, 1, 1, 1, 1, 2)]  # past the room: it grows
+    buffers = []
+    for k in steps:
+        got, want = reserved.update(k, -k), dynamic.update(k, -k)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+        buffers.append(reserved.key_buffer.data_ptr())
+    assert len(set(buffers[:4])) == 1, "the first steps wrote into one buffer, not a new tensor each"
+    assert buffers[4] != buffers[3], "past its room it grows"
+    assert reserved.get_seq_length() == dynamic.get_seq_length() == 11
+    rows = torch.tensor([0, 2])
+    reserved.batch_select_indices(rows)
+    dynamic.batch_select_indices(rows)
+    torch.testing.assert_close(reserved.update(steps[1][:2], steps[1][:2])[0], dynamic.update(steps[1][:2], steps[1][:2])[0])
+
+
+@pytest.mark.parametrize("convs", [_convs(7), _shared_prefix_convs(7)], ids=["own prompts", "shared prefix"])
+def test_the_greedy_loop_never_concatenates_the_cache_and_replies_the_same(tiny_spec, tiny_backend, convs, monkeypatch):
+    from transformers.cache_utils import DynamicLayer
+
+    concatenations = []
+    real_update = DynamicLayer.update
+    def counting(self, keys, values, *args, **kwargs):  # a decode step's one new token appended
+        concatenations.extend([1] if keys.shape[-2] == 1 else [])
+        return real_update(self, keys, values, *args, **kwargs)
+
+    monkeypatch.setattr(DynamicLayer, "update", counting)
+    sampling = Sampling(max_new_tokens=8)
+    kwargs = dict(batch_size=7, progress=False, model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    old = LocalBackend(tiny_spec, reserve_cache=False, **kwargs).chat(convs, sampling)
+    assert concatenations, "transformers' cache concatenates at every step"
+    concatenations.clear()
+    new = LocalBackend(tiny_spec, **kwargs).chat(convs, sampling)
+    assert not concatenations
+    assert [(c.text, c.completion_tokens) for c in new] == [(c.text, c.completion_tokens) for c in old]
