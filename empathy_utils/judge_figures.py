@@ -27,7 +27,10 @@ def validation_figure(report: dict) -> plt.Figure:
     """Left: each judge's agreement with people (ties ½) with its 95 % CI, beside the longer-wins
     baseline on the same pairs. Right: how often each judge picks the longer reply, by how much
     longer it is, beside how often people did."""
+    from .judge_validation import judge_labels
+
     judges = report["judges"]
+    labels = judge_labels(report)  # short labels; the full names are listed under the table
     base = report["baselines"]
     d = report["data"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 1.8 + 0.9 * max(2, len(judges))),
@@ -45,7 +48,7 @@ def validation_figure(report: dict) -> plt.Figure:
                   textcoords="offset points", fontsize=8, color="#555555")
     left.axvline(0.5, color="#bbbbbb", linestyle=":", linewidth=1)
     left.set_yticks(y)
-    left.set_yticklabels([_short(j["name"]) for j in judges], fontsize=8)
+    left.set_yticklabels([_short(labels[j["name"]]) for j in judges], fontsize=9)
     left.set_ylim(-0.7, len(judges) - 0.1)
     left.set_xlim(0, 1)
     left.set_xlabel("agreement with people (ties count ½), 95 % bootstrap CI over dialogues")
@@ -58,7 +61,7 @@ def validation_figure(report: dict) -> plt.Figure:
     right.plot(x, people, color="black", linewidth=2.5, marker="s", label="people")
     for j, color in zip(judges, COLORS):
         right.plot(x, [_nan(j["by_length"][b]["picks_longer"]) for b in bins], color=color, marker="o",
-                   label=_short(j["name"], 40))
+                   label=_short(labels[j["name"]], 40))
     right.axhline(0.5, color="#bbbbbb", linestyle=":", linewidth=1)
     right.set_xticks(x)
     right.set_xticklabels([f"{b}\n(n={base['human_by_length'][b]['n']})" for b in bins], fontsize=8)

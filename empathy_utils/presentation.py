@@ -288,8 +288,17 @@ def validation_displays(report: dict, table: pd.DataFrame, adversarial: pd.DataF
 
     caption = ("Candidate judges and baselines against human ratings (LLMs-vs-Humans test split)"
                if report["status"] == "ok" else "Candidate judges: nothing measured in this run")
+    styled = table.style.set_caption(caption)
+    if report["status"] == "ok":  # the short row labels, in full under the table
+        from html import escape
+
+        from .judge_validation import judge_labels
+
+        items = "".join(f"<li><strong>{escape(label)}</strong>: {escape(name)}</li>"
+                        for name, label in judge_labels(report).items() if label != name)
+        styled = HTML(styled.to_html() + (f"<p>The judges in the table:</p><ul>{items}</ul>" if items else ""))
     return {
-        "table_display": table.style.set_caption(caption),
+        "table_display": styled,
         "figure_display": figure if figure is not None else HTML(
             "<p><em>No figure: nothing was measured in this run.</em></p>"),
         "adversarial_display": (adversarial.style.set_caption(

@@ -127,7 +127,13 @@ def test_selection_uses_the_selection_set_and_reports_the_report_set(fake_data, 
     # The table shows selection and report accuracy side by side, and marks the selected judge.
     table = jv.validation_table(report)
     assert {"selection accuracy", "report accuracy (ties ½)"} <= set(table.columns)
-    assert table.loc["keyword judge (fake)", "note"] == "selected"
+    label = jv.judge_labels(report)["keyword judge (fake)"]
+    assert label == "likelihood judge", "one judge of its kind: the table names it by its kind"
+    assert table.loc[label, "note"] == "selected"
+    from empathy_utils.presentation import validation_displays
+
+    html = validation_displays(report, table, None, None)["table_display"].data
+    assert "<strong>likelihood judge</strong>: keyword judge (fake)" in html, "the full name is listed under the table"
 
 
 # ----------------------------------------------------------------------------- packaged fallback

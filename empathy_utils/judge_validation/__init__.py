@@ -49,6 +49,7 @@ _EXPORTS = {
     "sample_pairs": "pairs",
     "train_pairs_of": "pairs",
     "KIND_LABELS": "presenting",
+    "judge_labels": "presenting",
     "adversarial_table": "presenting",
     "packaged_glue_values": "presenting",
     "packaged_table": "presenting",

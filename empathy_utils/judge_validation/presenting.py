@@ -91,6 +91,15 @@ def packaged_table(measurement: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("judge")
 
 
+def judge_labels(report: dict) -> dict[str, str]:
+    """Each measured judge's row label: its kind's short label ("cross-encoder (learned)"), or its full
+    name where two judges share a kind. The full names, which say what each judge scores and on what
+    it was trained, are listed under the table (``validation_displays``) rather than squeezed into it."""
+    kinds = [j.get("kind") for j in report.get("judges", [])]
+    return {j["name"]: (KIND_LABELS[j["kind"]] if j.get("kind") in KIND_LABELS and kinds.count(j["kind"]) == 1
+                        else j["name"]) for j in report.get("judges", [])}
+
+
 def validation_table(report: dict) -> pd.DataFrame:
     """One row per candidate and per baseline, selection and report accuracy side by side: what the
     book's judges chapter shows. Without research data: the packaged measurement, if any."""
@@ -101,7 +110,8 @@ def validation_table(report: dict) -> pd.DataFrame:
                              "accuracy vs human ratings": ["not measured: no research data"] * len(report["candidates"])}
                             ).set_index("judge")
     chosen = (report.get("selected") or {}).get("name")
-    rows = [_row(j["name"], j.get("selection"), j, j["order_free"], _note(j, chosen)) for j in report["judges"]]
+    labels = judge_labels(report)
+    rows = [_row(labels[j["name"]], j.get("selection"), j, j["order_free"], _note(j, chosen)) for j in report["judges"]]
     rows += _baseline_rows(report["baselines"], report.get("baselines_selection"))
     return pd.DataFrame(rows).set_index("judge")
 
@@ -113,6 +123,8 @@ def adversarial_table(report: dict) -> pd.DataFrame | None:
     if report["status"] != "ok" or not report["adversarial"]:
         return None
     frame = pd.DataFrame(report["adversarial"])
+    labels = judge_labels(report)
+    frame["name"] = frame["name"].map(lambda n: labels.get(n, n))
     frame["cell"] = [f"{_pct(r, 0)} ({f}/{e})" for r, f, e in zip(frame["flip_rate"], frame["flips"], frame["eligible"])]
     frame["attack"] = frame["attack"].map(lambda a: ATTACK_LABELS.get(a, a))
     frame["defense"] = frame["defense"].map({"none": "no defense", "stripping": "instructions stripped"})
@@ -218,7 +230,8 @@ def reliability_tables(report: dict) -> dict[str, pd.DataFrame]:
     """Reliability of each judge that gives a probability, on the report set: this run's, or the
     packaged measurement's when nothing was validated here."""
     tables = report.get("reliability") or (report.get("packaged") or {}).get("reliability") or {}
-    return {name: pd.DataFrame(rows) for name, rows in tables.items()}
+    labels = judge_labels(report) if report.get("reliability") else {}  # the run's judges: short labels
+    return {labels.get(name, name): pd.DataFrame(rows) for name, rows in tables.items()}
 
 
 def packaged_glue_values(measurement: dict) -> dict:
