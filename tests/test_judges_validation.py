@@ -589,7 +589,7 @@ def test_stacked_judge_is_fitted_where_the_cross_encoder_never_trained(tmp_path,
     assert len(encoder_ids) == 12 and len(stack_ids) == 12 and not encoder_ids & stack_ids
     seen = jv.train_pairs_of(frame, 0)
     with pytest.raises(Exception, match="not out of sample"):
-        learned.stack_component_scores(judge.components, frame, seen[seen["dialogue_id"].isin(encoder_ids)], v)
+        learned.stack_component_scores(judge.components, frame, seen[seen["dialogue_id"].isin(encoder_ids)])
 
 
 def test_stacked_judges_setting_is_checked():

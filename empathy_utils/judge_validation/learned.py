@@ -229,7 +229,7 @@ def embedding_head_out_of_fold(pairs: pd.DataFrame, features: str, c: float, enc
     return out
 
 
-def stack_component_scores(components: dict, frame: pd.DataFrame, pairs: pd.DataFrame, v: JudgeValidationSettings,
+def stack_component_scores(components: dict, frame: pd.DataFrame, pairs: pd.DataFrame,
                            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Out-of-sample scores of each trained component on the stacked judge's train-split ``pairs``
     (side a, side b): the cross-encoder scores dialogues it was not trained on (checked); the
@@ -428,7 +428,7 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                                  info["pairs"])
         else:
             log(f"fitting the stacked judge on {len(pairs)} train-split pairs ...")
-            scores = (stack_component_scores(components, frame, pairs, v) if v.stacked_features == "judges+text"
+            scores = (stack_component_scores(components, frame, pairs) if v.stacked_features == "judges+text"
                       else None)
             judge, info = fit_stacked(pairs, components, component_scores=scores)
             tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
