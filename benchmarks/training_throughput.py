@@ -18,7 +18,11 @@ every position, prompt and padding included; see ``empathy_utils.training.labell
 in the same process, and the ratio is printed. With ``--dpo-reference`` it instead trains the run's
 whole DPO step (its own epochs, from the run's SFT adapter) twice in one process, the reference
 scored inside every step (TRL's default) and once before training (``dpo.precompute_reference``),
-and prints both times and their ratio. It measures; it asserts nothing.
+and prints both times and their ratio. With ``--prefix-sharing`` it trains the run's whole SFT and DPO
+steps (their own epochs; DPO from the run's SFT adapter) with and without running each batch's shared
+prompt prefix once (``sft/dpo.share_prompt_prefix``, ``empathy_utils.prefix_sharing``), in one process,
+and prints the times, the tokens the model ran and the losses side by side. It measures; it asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +46,11 @@ def main() -> None:
                         help="time the run's whole DPO step with the reference scored every step and once")
     parser.add_argument("--dpo-epochs", type=float, default=None,
                         help="with --dpo-reference: epochs instead of the run's own (the paper: 3)")
+    parser.add_argument("--prefix-sharing", action="store_true",
+                        help="time the run's whole SFT and DPO steps with and without the shared prompt prefix")
     args = parser.parse_args()
+    if args.prefix_sharing:
+        return compare_prefix_sharing(Path(args.run))
     if args.dpo_reference:
         return compare_dpo_reference(Path(args.run), args.dpo_epochs)
 
@@ -117,6 +125,39 @@ def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:
     ratio = results["reference_every_step"]["seconds"] / results["reference_once"]["seconds"]
     results["speed-up"] = round(ratio, 2)
     print(f"  reference once / every step: {ratio:.2f}x faster")
+    print(json.dumps(results))
+
+
+def compare_prefix_sharing(run: Path) -> None:
+    """The run's SFT and DPO steps as the study trains them, each batch's shared prompt prefix run once
+    per row (TRL's forward) and once per batch."""
+    from empathy_utils.config import load_config
+    from empathy_utils.training import train_dpo, train_sft
+
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(run / "data", Path(scratch) / "data")
+        for step, train in (("sft", train_sft), ("dpo", train_dpo)):
+            if step == "dpo":  # both DPO trainings continue the run's own SFT adapter
+                shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
+            for share in (False, True):
+                cfg = load_config(run / "params.yaml", [f"{step}.share_prompt_prefix={str(share).lower()}"])
+                summary = train(cfg, scratch)
+                shutil.rmtree(Path(scratch) / "models" / step)
+                sharing = summary.get("prefix_sharing") or {}
+                key = f"{step}_{'shared_prefix' if share else 'per_row'}"
+                results[key] = {k: summary[k] for k in ("steps", "seconds", "tokens", "first_loss", "last_loss",
+                                                        "peak_rss_gb")} | {
+                    "decoder_positions": sharing.get("tokens_in_batches"), "decoder_ran": sharing.get("tokens_run")}
+                print(f"  {step.upper()}, prefix {'once per batch' if share else 'once per row'}: {summary['steps']} "
+                      f"steps in {summary['seconds']} s, {summary['tokens']} batch tokens"
+                      + (f"; the decoder saw {sharing['tokens_in_batches']} positions (padding included; DPO: the "
+                         f"reference pass too) and ran {sharing['tokens_run']}, {sharing['share_saved']:.0%} fewer"
+                         if sharing else "")
+                      + f", losses {summary['first_loss']} -> {summary['last_loss']}, peak RSS {summary['peak_rss_gb']} GB")
+            ratio = results[f"{step}_per_row"]["seconds"] / results[f"{step}_shared_prefix"]["seconds"]
+            results[f"{step}_speed_up"] = round(ratio, 2)
+            print(f"  {step.upper()}: {ratio:.2f}x faster with the prefix run once per batch")
     print(json.dumps(results))
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from .artifacts import JsonStamp, RunPaths, digest, files_digest, reuse_or_build
 from .config import StudyConfig, load_config
 from .errors import StudyError
+from .prefix_sharing import shared_prompt_prefix
 
 
 def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
@@ -177,6 +178,12 @@ def unset_dropped(section: dict, added: dict) -> dict:
     return {k: v for k, v in section.items() if not (k in added and v == added[k])}
 
 
+def sharing_prefix(cfg: StudyConfig, step) -> bool:
+    """Whether ``step`` (cfg.sft or cfg.dpo) runs a batch's shared prompt prefix once: as set, except
+    with LoRA dropout, which would then draw one dropout mask for the prefix of every row."""
+    return step.share_prompt_prefix and cfg.lora.dropout == 0
+
+
 def to_prompt_completion(example: dict) -> dict:
     """Chat ``messages`` -> conversational prompt/completion, so the loss covers the reply only."""
     return {"prompt": example["messages"][:-1], "completion": example["messages"][-1:]}
@@ -231,9 +238,10 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
     start = time.time()
-    with labelled_positions_only():
+    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
-    return _save(trainer, tokenizer, out, time.time() - start, {"examples": len(data)})
+    return _save(trainer, tokenizer, out, time.time() - start,
+                 {"examples": len(data), "prefix_sharing": sharing.to_json() if sharing else None})
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -275,7 +283,7 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
                         | trainer_arguments(cfg.dpo, out, cfg.run.seed)),
                      max_length=cfg.dpo.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type])
     start = time.time()
-    with labelled_positions_only():
+    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.dpo)) as sharing:
         with no_tqdm_bars():  # TRL's bar over the reference pass
             trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                                                processing_class=tokenizer))
@@ -284,7 +292,8 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
-             "last_reward_accuracy": accuracies[-1] if accuracies else None}
+             "last_reward_accuracy": accuracies[-1] if accuracies else None,
+             "prefix_sharing": sharing.to_json() if sharing else None}
     return _save(trainer, tokenizer, out, time.time() - start, extra)
 
 
