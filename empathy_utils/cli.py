@@ -169,6 +169,20 @@ def cmd_params(args) -> int:
     return 0
 
 
+def cmd_prepare(args) -> int:
+    """Convert the embedded models once (part of set-up: ``make install`` runs it), so that the first
+    stage of the first run does not; a later call finds them converted and returns at once."""
+    import time
+
+    from .models import EMBEDDED_MODELS, resolve_model_path
+
+    for key in EMBEDDED_MODELS:
+        start = time.time()
+        path = resolve_model_path(f"embedded:{key}")
+        print(f"embedded:{key}: {path} ({time.time() - start:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="empathy-study", description="Run the empathy-distillation study.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[])
     _add_data_dir(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prepare", help="convert the embedded models into the cache once (make install runs it)")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("data", help="inspect the research data")
     dsub = p.add_subparsers(dest="data_command", required=True)

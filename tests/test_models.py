@@ -115,3 +115,17 @@ def test_a_bf16_local_model_does_not_share_cached_answers_with_fp32(tiny_spec):
     assert fp32.identity == f"local:{tiny_spec}", "fp32 keeps the identity earlier caches were written under"
     assert bf16.model.dtype == torch.bfloat16
     assert bf16.identity == f"local:{tiny_spec}@bfloat16"
+
+
+def test_set_up_converts_every_embedded_model_so_no_stage_has_to(monkeypatch, capsys):
+    """``make install`` runs ``empathy-study prepare``, which resolves (converts once) each embedded model."""
+    from empathy_utils import models
+    from empathy_utils.cli import main
+
+    asked = []
+    monkeypatch.setattr(models, "resolve_model_path", lambda spec: asked.append(spec) or f"/cache/{spec}")
+    assert main(["prepare"]) == 0
+    assert asked == [f"embedded:{key}" for key in EMBEDDED_MODELS]
+    assert "/cache/embedded:smollm2-135m-instruct" in capsys.readouterr().out
+    recipe = (Path(__file__).parents[1] / "Makefile").read_text().split("$(STAMP):")[1].split("\n\n")[0]
+    assert "empathy-study prepare" in recipe.split("touch $(STAMP)")[0], "set-up converts before it is marked done"
