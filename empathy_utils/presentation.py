@@ -206,7 +206,9 @@ def training_table(summary: dict) -> pd.DataFrame:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else v
 
-    return pd.DataFrame([(k.replace("_", " "), fmt(v)) for k, v in summary.items() if v is not None],
+    # nested records (prefix_sharing's counts) stay in train_log.json; their sentence is a row of its own
+    return pd.DataFrame([(k.replace("_", " "), fmt(v)) for k, v in summary.items()
+                         if v is not None and not isinstance(v, (dict, list))],
                         columns=["", "value"]).set_index("")
 
 

@@ -184,6 +184,17 @@ def sharing_prefix(cfg: StudyConfig, step) -> bool:
     return step.share_prompt_prefix and cfg.lora.dropout == 0
 
 
+def sharing_summary(stats) -> dict:
+    """The training log's record of prefix sharing: its counts, and a sentence for the methods table."""
+    if stats is None:
+        return {"prefix_sharing": None, "prefix_sharing_text": "off"}
+    counts = stats.to_json()
+    return {"prefix_sharing": counts,
+            "prefix_sharing_text": f"on: {counts['shared_batches']} of {counts['batches']} batches shared a prefix; "
+                                   f"{counts['tokens_run']:,} of {counts['tokens_in_batches']:,} token positions "
+                                   f"run ({100 * counts['share_saved']:.0f} % fewer)"}
+
+
 def to_prompt_completion(example: dict) -> dict:
     """Chat ``messages`` -> conversational prompt/completion, so the loss covers the reply only."""
     return {"prompt": example["messages"][:-1], "completion": example["messages"][-1:]}
@@ -241,7 +252,7 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data), "prefix_sharing": sharing.to_json() if sharing else None})
+                 {"examples": len(data)} | sharing_summary(sharing))
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -292,8 +303,7 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
-             "last_reward_accuracy": accuracies[-1] if accuracies else None,
-             "prefix_sharing": sharing.to_json() if sharing else None}
+             "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing)
     return _save(trainer, tokenizer, out, time.time() - start, extra)
 
 

@@ -152,7 +152,8 @@ def test_training_with_the_shared_prefix_runs_fewer_tokens_to_the_same_losses_an
     plain, plain_losses, plain_weights = _train(cfg, tmp_path, step)
     shared_cfg = load_config(profile_path("tiny"), base)
     shared, shared_losses, shared_weights = _train(shared_cfg, tmp_path, step)
-    assert plain["prefix_sharing"] is None
+    assert plain["prefix_sharing"] is None and plain["prefix_sharing_text"] == "off"
+    assert shared["prefix_sharing_text"].startswith(f"on: {shared['prefix_sharing']['shared_batches']} of ")
     sharing = shared["prefix_sharing"]
     assert sharing["shared_batches"] > 0
     assert sharing["tokens_run"] < sharing["tokens_in_batches"]
