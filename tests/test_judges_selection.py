@@ -107,7 +107,13 @@ def test_a_judge_that_ties_most_pairs_is_reported_and_never_selected(fake_data, 
     assert "cannot decide" in ties["refused"], ties["refused"]
     assert rows["backward keyword judge (fake)"]["selection"]["accuracy"] < 0.5, "the fake is worse than ties"
     assert report["selected"]["name"] == "backward keyword judge (fake)", "the tie-everything judge is refused"
-    assert "ties everything (fake)" in jv.statements(report, cfg)["validation_summary"]
+    summary = jv.statements(report, cfg)["validation_summary"]
+    assert "ties everything (fake)" in summary
+    assert "validated in this run (judge_validation.candidates): likelihood judge, pairwise LLM judge;" in summary
+    assert "likelihood framing" in summary
+    report["judges"] = [j for j in report["judges"] if j["kind"] != "likelihood"]
+    summary = jv.statements(report, cfg)["validation_summary"]
+    assert "candidates): pairwise LLM judge;" in summary and "likelihood framing" not in summary
 
 
 def test_selection_uses_the_selection_set_and_reports_the_report_set(fake_data, tmp_path):  # noqa: F811

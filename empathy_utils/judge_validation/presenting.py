@@ -165,15 +165,20 @@ def statements(report: dict, cfg: StudyConfig) -> dict[str, str]:
         return {"validation_summary": text, "selected_judge": f"none (fallback: {KIND_LABELS.get(fallback, fallback)})",
                 "adversarial_summary": "Not measured (no research data)."}
     d, b, sel, full = report["data"], report["baselines"], report["selected"], report["full_set"]
+    candidates = list(dict.fromkeys(j["kind"] for j in report["judges"] if j.get("kind")))  # the ones that ran
+    chosen_there = "the judge, likelihood framing and tie band" if "likelihood" in candidates else "the judge and its tie band"
     summary = (f"For reference, on all {full['dialogues']:,} dialogues the longer reply "
                f"agrees with people on {_pct(full['longer_wins'])} of the {full['unequal_length_pairs']:,} rated pairs "
                f"whose lengths differ, and the LLM's reply wins {_pct(full['llm_wins'])} of the "
                f"{full['human_vs_llm_pairs']:,} human-vs-LLM pairs. The test-split rated pairs were split by dialogue "
-               f"(seed {d['split_seed']}) into a selection set ({d['selection_pairs']} pairs: the judge, likelihood "
-               f"framing and tie band are chosen there) and a report set; on the {d['test_pairs']} report pairs of "
+               f"(seed {d['split_seed']}) into a selection set ({d['selection_pairs']} pairs: {chosen_there} "
+               f"are chosen there) and a report set; on the {d['test_pairs']} report pairs of "
                f"{d['test_dialogues']} of the {d['test_dialogues_all']} test-split dialogues, the longer reply "
                f"agrees with people {_pct(b['longer_wins']['accuracy'])} of the time (ties ½), and on the "
-               f"{d['human_vs_llm_pairs']} human-vs-LLM pairs among them the LLM's reply {_pct(b['llm_wins']['accuracy'])}.")
+               f"{d['human_vs_llm_pairs']} human-vs-LLM pairs among them the LLM's reply {_pct(b['llm_wins']['accuracy'])}."
+               + (f" Judges validated in this run (judge_validation.candidates): "
+                  f"{', '.join(KIND_LABELS.get(k, k) for k in candidates)}; the others stay available to any profile."
+                  if candidates else ""))
     if sel is None:
         summary += " No candidate judge could be measured."
         chosen = "none"
