@@ -318,6 +318,20 @@ def test_the_baselines_train_lora_adapters_with_trl(tiny_data, tmp_path):
         weights = load_file(str(folder / "adapter_model.safetensors"))
         assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
     assert sdft["distillation_topk"] == len(tokenizer), "top-k is lowered to the vocabulary's size"
+    # the black-box baseline is TRL's SFT: its batches run the student prompt's shared definitions once
+    assert black["prefix_sharing"]["shared_batches"] == black["prefix_sharing"]["batches"] > 0
+    assert black["prefix_sharing"]["tokens_run"] < black["prefix_sharing"]["tokens_in_batches"]
+
+
+def test_the_black_box_baselines_fingerprint_follows_the_prefix_switch_and_no_other_students_does(tmp_path):
+    from empathy_utils.pride.stage import training_fingerprint
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("{}\n")
+    on, off = StudyConfig.from_dict({}), StudyConfig.from_dict({"sft": {"share_prompt_prefix": False}})
+    assert training_fingerprint(on, "blackbox-sft", data) != training_fingerprint(off, "blackbox-sft", data)
+    for variant in ("pride", "sdft"):
+        assert training_fingerprint(on, variant, data) == training_fingerprint(off, variant, data)
 
 
 # ------------------------------------------------------------------------------- parameters

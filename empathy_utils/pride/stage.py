@@ -152,12 +152,14 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataF
 def training_fingerprint(cfg: StudyConfig, variant: str, train_file: Path) -> str:
     """What a student's training depends on: model, LoRA, seed, the PRIDE settings (not which other
     students or opponents are configured) and the training data. Same fingerprint -> reuse it."""
-    from ..training import unset_dropped
+    from ..training import sharing_prefix, unset_dropped
 
     pride = {k: v for k, v in cfg.to_dict()["pride"].items() if k not in ("variants", "opponents")}
     pride = unset_dropped(pride, {"bf16": False, "gradient_checkpointing": False, "trainer": {}})
+    # the black-box baseline is TRL's SFT, whose batches share their prompt prefix as the sft stage's do
+    sharing = {"share_prompt_prefix": sharing_prefix(cfg, cfg.sft)} if variant == "blackbox-sft" else {}
     return digest({"variant": variant, "model": cfg.model.name_or_path, "lora": cfg.to_dict()["lora"],
-                    "seed": cfg.run.seed, "pride": pride, "data": sha256_file(train_file)})
+                    "seed": cfg.run.seed, "pride": pride, "data": sha256_file(train_file), **sharing})
 
 
 def _targets(cfg: StudyConfig, rows: list[dict]) -> list[tuple[dict, str]]:

@@ -26,7 +26,8 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import StudyConfig
 from ..errors import StudyError
-from ..training import labelled_positions_only, quiet_trainer, trainer_arguments
+from ..prefix_sharing import shared_prompt_prefix
+from ..training import labelled_positions_only, quiet_trainer, sharing_prefix, sharing_summary, trainer_arguments
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 from .settings import PI_FIELDS, PrideSettings
@@ -231,7 +232,8 @@ def _save_trl(trainer, tokenizer, out_dir: Path, variant: str, label: str, secon
 
 
 def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str], out_dir: Path) -> dict:
-    """Black-box distillation: LoRA SFT (TRL SFTTrainer) on the teacher's reply text, loss on the reply only."""
+    """Black-box distillation: LoRA SFT (TRL SFTTrainer) on the teacher's reply text, loss on the reply only.
+    TRL's SFT as in the sft stage, so it follows ``sft.share_prompt_prefix`` (part of its fingerprint)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -244,13 +246,14 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
             for e, t in zip(examples, targets)]
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="right")
     args = SFTConfig(**trainer_arguments(p, out_dir, cfg.run.seed), max_length=p.max_length)
-    trainer = quiet_trainer(SFTTrainer(model=load_model(cfg.model.name_or_path), args=args, train_dataset=Dataset.from_list(rows),
+    model = load_model(cfg.model.name_or_path)
+    trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
-    with labelled_positions_only():
+    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows)})
+                     time.time() - start, {"examples": len(rows)} | sharing_summary(sharing))
 
 
 def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path) -> dict:
