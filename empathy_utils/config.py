@@ -175,17 +175,18 @@ class LoraSettings:
     )
 
 
+SHARE_PROMPT_PREFIX_HELP = (
+    "Run the tokens that every row of a batch begins with (the base prompt's definitions) once per step, "
+    "not once per row (empathy_utils.prefix_sharing): same loss and gradients within float rounding, "
+    "fewer tokens through the model. Off: TRL's own forward pass.")
+
+
 @dataclass
 class SFTSettings(TrainingSettings):
     """Step 1: supervised fine-tuning with TRL's SFTTrainer (loss on the reply only)."""
 
     epochs: float = param(3.0, "Passes over the SFT examples (paper: 3); ignored when max_steps > 0.")
-    share_prompt_prefix: bool = param(
-        True,
-        "Run the tokens that every row of a batch begins with (the base prompt's definitions) once per step, "
-        "not once per row (empathy_utils.prefix_sharing): same loss and gradients within float rounding, "
-        "fewer tokens through the model. Off: TRL's own forward pass.",
-    )
+    share_prompt_prefix: bool = param(True, SHARE_PROMPT_PREFIX_HELP)
 
 
 @dataclass
@@ -203,12 +204,7 @@ class DPOSettings(TrainingSettings):
         "first. auto: when training passes over the pairs more than once (epochs > 1, or max_steps beyond "
         "one epoch); with one epoch both do the same work. never: TRL's default.",
     )
-    share_prompt_prefix: bool = param(
-        True,
-        "Run the tokens that every row of a batch begins with (the base prompt's definitions) once per step, "
-        "not once per row (empathy_utils.prefix_sharing): same loss and gradients within float rounding, "
-        "fewer tokens through the model. Off: TRL's own forward pass.",
-    )
+    share_prompt_prefix: bool = param(True, SHARE_PROMPT_PREFIX_HELP)
 
 
 @dataclass

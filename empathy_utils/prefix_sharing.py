@@ -9,7 +9,7 @@ values to every row and runs each row's remainder against them. The hidden state
 function of the weights (same positions, same causal attention), so the loss and its gradients are
 too: gradients reach the prefix through the expanded keys and values, summed over the rows. Not
 bit-identical: the matrix products see other shapes (tests compare within float tolerance). The same
-idea for DPO is "prefix sharing" (Wang et al., 2024); here it is the batch-wide prefix only.
+idea for DPO is "prefix sharing" (Wang and Hegde, 2024); here it is the batch-wide prefix only.
 """
 
 from __future__ import annotations
