@@ -56,6 +56,31 @@ def work_done(backend: LocalBackend, convs, out, drops_finished: bool) -> dict:
     return {"prompt_tokens_read": read, "decode_steps": steps, "idle_decode_steps": idle}
 
 
+def compare_sampled(args) -> None:
+    """Sampled decoding: transformers' generate (keeps finished rows, grows its cache by concatenation)
+    beside the study's own loop (drops them, writes keys and values in place), same prompts and seed,
+    in alternation so that both see the same machine."""
+    corpus = load_embedded_corpus().head(args.prompts)
+    convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95, seed=1)
+    backend = LocalBackend(args.model, batch_size=args.batch_sizes[0], progress=False)
+    backend.chat(convs[:2], Sampling(max_new_tokens=4))  # warm-up
+    seconds = {False: [], True: []}
+    tokens = {}
+    for own_loop in (False, True, True, False):
+        backend.drop_finished = own_loop
+        out, tokens[own_loop], took = timed(backend, convs, sampling)
+        seconds[own_loop].append(took)
+    name = {False: "generate", True: "own loop"}
+    for own_loop in (False, True):
+        print(f"  sampled (T={args.temperature}, top-p 0.95), batch {backend.batch_size}, {name[own_loop]:<8}: "
+              f"{tokens[own_loop]} tokens, {' and '.join(f'{t:.1f}' for t in seconds[own_loop])} s, "
+              f"{tokens[own_loop] / min(seconds[own_loop]):.1f} tok/s at best")
+    print(f"  ratio of total times (generate / own loop): {sum(seconds[False]) / sum(seconds[True]):.2f}x; "
+          "per token drawn (the two draw different replies, of different lengths, for batches above one): "
+          f"{(tokens[True] / sum(seconds[True])) / (tokens[False] / sum(seconds[False])):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -63,7 +88,13 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=8, help="how many prompts to time one at a time")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="above 0: only compare sampled replies (the teacher's retries: top-p 0.95) through "
+                             "generate and through the study's own loop, batch --batch-sizes[0], alternating")
     args = parser.parse_args()
+    if args.temperature > 0:
+        compare_sampled(args)
+        return
 
     corpus = load_embedded_corpus().head(args.prompts)
     convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]

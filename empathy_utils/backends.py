@@ -34,6 +34,10 @@ from .errors import BackendError
 Conversation = list[dict]
 
 
+# transformers' top-k when sampling and the model's generation config sets none.
+GENERATE_DEFAULT_TOP_K = 50
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding parameters; part of every cache key. temperature 0 = greedy."""
@@ -101,7 +105,8 @@ class LocalBackend(ChatBackend):
             self.identity += f"@{weights}"
         self.progress = progress
         self.share_prefix = share_prefix
-        # Greedy replies come from _greedy_dropping_finished (False: transformers' generate, same replies).
+        # Replies, greedy and sampled, come from _decode_dropping_finished (False: transformers' generate,
+        # which gives the same greedy replies, and for a single row the same sampled draws).
         self.drop_finished = drop_finished
         # That loop writes each new token's keys and values in place (kv_cache; False: transformers' cache).
         self.reserve_cache = reserve_cache
@@ -179,17 +184,35 @@ class LocalBackend(ChatBackend):
                             layer.values.expand(n, -1, -1, -1).contiguous(), i)
         return expanded
 
-    def _greedy_dropping_finished(self, ids, mask, cache, max_new_tokens: int, eos: int) -> list[list[int]]:
-        """Greedy decoding that drops a row from the batch (and its keys and values from the cache) as
-        soon as it has ended its turn. ``generate`` keeps stepping finished rows until the longest reply
-        of the batch is done: 42 % of the decode steps of the default study's replies went to rows
-        that had already finished (benchmarks/README.md). Same forward pass, same argmax, so the same
-        replies as ``generate`` with greedy decoding (tested); returns each row's new tokens, ending
-        with ``eos`` where the row ended its turn."""
+    def _sampling_warpers(self, sampling: Sampling):
+        """What ``generate(do_sample=True)`` applies to the logits before drawing, in its order:
+        temperature, the model's top-k (transformers' default 50 where the model sets none), top-p."""
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
+        top_k = getattr(self.model.generation_config, "top_k", None)
+        top_k = GENERATE_DEFAULT_TOP_K if top_k is None else top_k
+        if top_k and top_k > 0:
+            warpers.append(TopKLogitsWarper(top_k))
+        if sampling.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
+        return warpers
+
+    def _decode_dropping_finished(self, ids, mask, cache, sampling: Sampling, eos: int) -> list[list[int]]:
+        """Decoding that drops a row from the batch (and its keys and values from the cache) as soon as
+        it has ended its turn. ``generate`` keeps stepping finished rows until the longest reply of the
+        batch is done: 42 % of the decode steps of the default study's replies went to rows that had
+        already finished (benchmarks/README.md). Greedy: same forward pass, same argmax, so the same
+        replies as ``generate`` (tested). Sampled (``sampling.temperature`` > 0): ``generate``'s
+        temperature, top-k and top-p and one draw per step from torch's generator seeded with
+        ``sampling.seed``, so one row draws what ``generate`` draws (tested); once a row has dropped out
+        the batch's draws differ from ``generate``'s, from the same distribution. Returns each row's new
+        tokens, ending with ``eos`` where the row ended its turn."""
         import torch
 
         from .kv_cache import reserved_cache, supports_reserved_cache
 
+        max_new_tokens = sampling.max_new_tokens
         past = cache.get_seq_length() if cache is not None else 0
         config = self.model.config
         if self.reserve_cache and supports_reserved_cache(config):
@@ -199,12 +222,20 @@ class LocalBackend(ChatBackend):
         step_ids, step_positions = ids[:, past:], positions[:, past:]
         rows = torch.arange(ids.shape[0])  # which of the batch's rows are still decoding
         new: list[list[int]] = [[] for _ in range(ids.shape[0])]
+        warpers = self._sampling_warpers(sampling) if sampling.temperature > 0 else None
+        if warpers is not None:
+            torch.manual_seed(sampling.seed)  # as the generate path does: the same seed, the same first draws
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
                                  past_key_values=cache, use_cache=True, logits_to_keep=1)
                 cache = out.past_key_values
-                chosen = out.logits[:, -1].argmax(-1)
+                logits = out.logits[:, -1].float()
+                if warpers is None:
+                    chosen = logits.argmax(-1)
+                else:
+                    probs = torch.softmax(warpers(step_ids, logits), dim=-1)
+                    chosen = torch.multinomial(probs, num_samples=1).squeeze(1)
                 keep = []
                 for j, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
                     new[row].append(token)
@@ -233,8 +264,8 @@ class LocalBackend(ChatBackend):
             ids, mask = self._pad([encoded[i] for i in batch], prefix)
             kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                           eos_token_id=eos, past_key_values=self._expand_cache(prefix_cache, len(batch)))
-            if sampling.temperature == 0 and self.drop_finished:
-                new = self._greedy_dropping_finished(ids, mask, kwargs["past_key_values"], sampling.max_new_tokens, eos)
+            if self.drop_finished:
+                new = self._decode_dropping_finished(ids, mask, kwargs["past_key_values"], sampling, eos)
             else:
                 if sampling.temperature > 0:
                     torch.manual_seed(sampling.seed)

@@ -110,6 +110,49 @@ def test_greedy_replies_drop_finished_rows_and_equal_generates(tiny_spec, tiny_b
     assert decode_steps[0] == len(convs) and min(decode_steps) < len(convs), "finished rows were not dropped"
 
 
+def test_sampled_replies_come_from_the_own_loop_and_draw_what_generate_draws(tiny_spec, tiny_backend):
+    """Sampling (the teacher's retries) no longer falls back to generate: one row draws generate's tokens
+    for the same seed (temperature, top-k, top-p and the draws all match); a batch drops rows that end."""
+    through_generate = LocalBackend(tiny_spec, batch_size=7, progress=False, drop_finished=False,
+                                    model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    own = LocalBackend(tiny_spec, batch_size=7, progress=False,
+                       model=tiny_backend.model, tokenizer=tiny_backend.tokenizer)
+    conv = _convs(3)[2:]
+    for seed in (1, 2, 3):
+        sampling = Sampling(max_new_tokens=10, temperature=0.7, top_p=0.95, seed=seed)
+        assert [c.text for c in own.chat(conv, sampling)] == [c.text for c in through_generate.chat(conv, sampling)]
+    texts = {own.chat(conv, Sampling(max_new_tokens=10, temperature=0.7, top_p=0.95, seed=s))[0].text for s in (1, 2, 3)}
+    assert len(texts) > 1, "different seeds should draw different replies"
+    greedy = own.chat(conv, Sampling(max_new_tokens=10))[0].text
+    assert texts != {greedy}
+
+    convs = _shared_prefix_convs(7)
+    tokenizer = tiny_backend.tokenizer
+    original_eos = tokenizer.eos_token_id
+    sampling = Sampling(max_new_tokens=8, temperature=0.7, top_p=0.95, seed=5)
+    first = own.chat(convs, sampling)
+    assert own.chat(convs, sampling) == first, "the same seed draws the same replies"
+    # The random model rarely ends a turn: call "end of turn" a token some replies (not all) draw.
+    words = [tokenizer.encode(c.text, add_special_tokens=False) for c in first]
+    candidates = [t for w in words for t in w[1:4] if sum(t in v for v in words) < len(words)]
+    rows_run = []
+    hook = tiny_backend.model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows_run.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        for token in candidates:
+            tokenizer.eos_token_id = token
+            rows_run.clear()
+            got = own.chat(convs, sampling)
+            if any(c.finish_reason == "stop" for c in got):
+                break
+    finally:
+        hook.remove()
+        tokenizer.eos_token_id = original_eos
+    assert any(c.finish_reason == "stop" for c in got) and any(c.finish_reason == "length" for c in got)
+    decode_steps = [rows for rows, width in rows_run if width == 1]
+    assert decode_steps[0] == len(convs) and min(decode_steps) < len(convs), "finished rows were not dropped"
+
+
 @pytest.mark.parametrize("section", ["teacher", "judge", "judge_validation"])
 def test_every_served_model_takes_concurrency_timeout_and_retries_from_the_params(section):
     """Teacher, judge and judge candidates share one backend settings type: an API judge is no longer
