@@ -100,6 +100,8 @@ class LocalBackend(ChatBackend):
         self.tokenizer.padding_side = "left"
         self.name = label or f"local:{model_label(spec)}" + (f"+{Path(self.adapter).name}" if self.adapter else "")
         self.identity = f"local:{spec}" + (f":{files_digest(self.adapter, '*.safetensors')[:12]}" if self.adapter else "")
+        if self.adapter and not hasattr(self.model, "peft_config"):
+            self.identity += "+merged"  # replies of merged weights may differ in the last bits from PEFT's
         weights = str(self.model.dtype).removeprefix("torch.")
         if weights != "float32":  # cached fp32 answers are not bf16 answers (fp32 keeps its old identity)
             self.identity += f"@{weights}"

@@ -99,7 +99,8 @@ def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_ad
     ``dtype`` (``auto`` or a dtype name) marks a model used only for inference: it goes to the device
     and dtype :func:`inference_placement` chooses (a GPU when present). Training callers leave it
     unset: the trainer (and ``accelerate``) place the model and choose mixed precision themselves.
-    With ``adapter``, a PEFT adapter folder is attached on top (trainable if asked)."""
+    With ``adapter``, a PEFT adapter folder is attached on top (trainable if asked); for inference
+    (``dtype`` given) it is merged into the weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -116,6 +117,10 @@ def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_ad
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        if dtype is not None and not trainable_adapter:
+            # Inference only: fold the adapter into the weights (W + s*B@A), one matrix product per layer
+            # instead of three and no PEFT wrappers: generation 1.27x faster (benchmarks/README.md).
+            model = model.merge_and_unload()
     if device != "cpu":
         model = model.to(device)
     model.eval()

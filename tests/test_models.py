@@ -117,6 +117,33 @@ def test_a_bf16_local_model_does_not_share_cached_answers_with_fp32(tiny_spec):
     assert bf16.identity == f"local:{tiny_spec}@bfloat16"
 
 
+def test_an_inference_adapter_is_merged_into_the_weights_and_computes_what_peft_computes(tiny_spec, tmp_path):
+    """LocalBackend (and load_model with a dtype) fold a LoRA adapter into the weights: no LoRA modules
+    remain, the logits are PEFT's to float rounding, the adapter still matters, and the cache identity
+    says the replies came from merged weights. Training callers keep the PEFT model."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from empathy_utils.backends import LocalBackend
+
+    peft = get_peft_model(load_model(tiny_spec), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    torch.manual_seed(0)
+    for name, p in peft.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    peft.save_pretrained(tmp_path / "adapter")
+    backend = LocalBackend(tiny_spec, adapter=tmp_path / "adapter", progress=False)
+    assert not any("lora_" in name for name, _ in backend.model.named_modules()), "adapter was not merged"
+    assert backend.identity.endswith("+merged")
+    wrapped = load_model(tiny_spec, adapter=tmp_path / "adapter")
+    assert isinstance(wrapped, PeftModel), "a training caller (no dtype) gets PEFT's model"
+    ids = torch.tensor([[1, 5, 9, 13, 17, 21]])
+    with torch.inference_mode():
+        merged_logits, peft_logits = backend.model(ids).logits, wrapped(ids).logits
+        base_logits = load_model(tiny_spec)(ids).logits
+    torch.testing.assert_close(merged_logits, peft_logits, rtol=1e-4, atol=1e-5)
+    assert (merged_logits - base_logits).abs().max() > 1e-3, "the adapter changed nothing"
+
+
 def test_set_up_converts_every_embedded_model_so_no_stage_has_to(monkeypatch, capsys):
     """``make install`` runs ``empathy-study prepare``, which resolves (converts once) each embedded model."""
     from empathy_utils import models
