@@ -91,6 +91,21 @@ def build(kind: str, model: str, batch_size: int):
     raise SystemExit(f"unknown judge {kind!r}")
 
 
+def scoring_rate(judge, seconds: float) -> dict:
+    """The likelihood judge's tokens per second (prompt and reply tokens of every distinct row it
+    scored, padding excluded), beside the forward-pass limit of this CPU measured just after."""
+    from limits import matmul_gflops, tokens_per_second_limit
+
+    tokens = sum(len(prompt) + len(answer) for prompt, answer in judge.memo)
+    gflops = matmul_gflops()
+    limit = tokens_per_second_limit(gflops, sum(p.numel() for p in judge.model.parameters()), 2)
+    rate = tokens / seconds
+    print(f"  {'':<15} {tokens} tokens scored, {rate:.0f} tok/s: {rate / limit:.0%} of the forward-pass limit "
+          f"({limit:.0f} tok/s at {gflops:.0f} GFLOP/s fp32 matmul, measured now)")
+    return {"tokens": tokens, "tokens_per_second": round(rate, 1), "share_of_limit": round(rate / limit, 3),
+            "matmul_gflops": round(gflops, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=48)
@@ -115,6 +130,8 @@ def main() -> None:
         results[kind] = {"load_seconds": round(load, 1), "judge_seconds": round(seconds, 2),
                          "pairs_per_second": round(args.pairs / seconds, 2)}
         print(f"  {kind:<15} {args.pairs / seconds:8.2f} pairs/s   ({seconds:.1f} s judging, {load:.1f} s loading)")
+        if kind == "likelihood":
+            results[kind].update(scoring_rate(judge, seconds))
         del judge
     print(json.dumps(results))
 
