@@ -119,7 +119,7 @@ def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_ad
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
         if dtype is not None and not trainable_adapter:
             # Inference only: fold the adapter into the weights (W + s*B@A), one matrix product per layer
-            # instead of three and no PEFT wrappers: generation 1.27x faster (benchmarks/README.md).
+            # instead of three and no PEFT wrappers: generation 1.09-1.27x faster (benchmarks/README.md).
             model = model.merge_and_unload()
     if device != "cpu":
         model = model.to(device)
