@@ -114,6 +114,9 @@ def load_llms_vs_humans(data_dir: str | Path | None = None, path: str | Path | N
             reader = csv.DictReader(f)
             header = reader.fieldnames or []
             missing = [c for c in text_cols + rating_cols if c not in header]
+            # Who rated each reply (an anonymous id per rater), where the file has it: the published
+            # file does; it is read only to describe the rating design (book/judges.md), never by a judge.
+            rater_cols = [f"annotator_{s}" for s in LVH_SOURCES if f"annotator_{s}" in header]
             if missing:
                 raise DataError(
                     f"{path}: missing column(s) {', '.join(missing)}; is this the LLMs-vs-Humans dataset.csv?"
@@ -133,6 +136,11 @@ def load_llms_vs_humans(data_dir: str | Path | None = None, path: str | Path | N
                     if raw not in ("1", "2", "3"):
                         raise DataError(f"{where}, field {col}: {raw!r} is not a rating (1 = Bad, 2 = Okay, 3 = Good)")
                     out[col] = int(raw)
+                for col in rater_cols:
+                    value = rec[col].strip()
+                    if not value:
+                        raise DataError(f"{where}, field {col}: empty (a rater id was expected)")
+                    out[col] = value
                 rows.append(out)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
@@ -159,6 +167,8 @@ def load_llms_vs_humans(data_dir: str | Path | None = None, path: str | Path | N
     for col, short in LVH_SOURCES.items():
         frame[f"response_{short}"] = raw[f"response_{col}"]
         frame[f"rating_{short}"] = raw[f"rating_{col}"].astype(int)
+        if f"annotator_{col}" in raw:
+            frame[f"rater_{short}"] = raw[f"annotator_{col}"]
     frame["split"] = split_llms_vs_humans(frame)
     frame.attrs["source_file"] = str(path)
     frame.attrs["sha256"] = sha256_file(path)

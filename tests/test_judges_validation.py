@@ -597,3 +597,74 @@ def test_stacked_judges_setting_is_checked():
         StudyConfig.from_dict({"judge_validation": {"stacked_features": "judges+text", "stacked_judges": []}})
     with pytest.raises(ConfigError, match="stacked_judges"):
         StudyConfig.from_dict({"judge_validation": {"stacked_judges": ["likelihood"]}})
+
+
+def _rated_frame(ratings_by_dialogue, raters_by_dialogue):
+    """Made-up rows with a named rater for every reply (as the published file's annotator_* columns)."""
+    rows = []
+    for i, (ratings, raters) in enumerate(zip(ratings_by_dialogue, raters_by_dialogue)):
+        r = {"dialogue_id": f"d{i}", "split": "test", "emotion": "sad", "situation": f"s{i}", "utterance": f"u{i}"}
+        for s, rating, rater in zip(jv.SOURCES, ratings, raters):
+            r.update({f"response_{s}": f"reply {i} {s}", f"rating_{s}": rating, f"rater_{s}": rater})
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def test_rater_leniency_is_the_mean_of_the_raters_other_ratings():
+    from empathy_utils.judge_validation.measurement import rater_leniency
+
+    # rater "g" rates the gpt4 replies 3, 1, 1; every other writer has one rater per dialogue
+    frame = _rated_frame([[1, 3, 2, 2, 1], [2, 1, 2, 2, 1], [3, 1, 2, 1, 2]],
+                         [[f"{s}{i}" if s != "gpt4" else "g" for s in jv.SOURCES] for i in range(3)])
+    leniency = rater_leniency(frame)
+    assert leniency[("d0", "gpt4")] == 1.0          # the other two ratings: 1 and 1
+    assert leniency[("d1", "gpt4")] == 2.0          # the other two: 3 and 1
+    assert ("d0", "human") not in leniency          # a rater of one reply has no other replies
+    assert rater_leniency(frame.drop(columns=["rater_gpt4"])) is None
+
+
+def test_rater_design_counts_raters_and_the_lenient_rater_reference_reads_who_rated():
+    from empathy_utils.judge_validation.measurement import rater_design, rater_leniency
+    from empathy_utils.judge_validation.presenting import rater_design_statement
+
+    # each writer's replies are rated by one person across the four dialogues; people's ratings are
+    # those raters' habits (the human's rater always gives 1, gpt4's always 3, ...), so the rater who
+    # was more generous elsewhere always rated the preferred reply
+    habits = [1, 3, 2, 2, 1]
+    frame = _rated_frame([habits] * 4, [[f"rater-{s}" for s in jv.SOURCES]] * 4)
+    leniency = rater_leniency(frame)
+    design = rater_design(frame, leniency)
+    pairs = jv.rating_pairs(frame, "test", 0)
+    assert design["raters"] == 5 and design["replies_per_rater_max"] == 4 and design["writers_per_rater_max"] == 1
+    assert design["rated_pairs"] == len(pairs) == 4 * 8 and design["pairs_sharing_a_rater"] == 0
+    assert design["lenient_rater_wins"] == 1.0
+    base = jv.baselines(pairs, 50, 0, leniency=leniency)
+    assert base["lenient_rater"]["accuracy"] == 1.0 and base["lenient_rater"]["pairs"] == len(pairs)
+    assert jv.baselines(pairs, 50, 0)["lenient_rater"] is None
+    text = rater_design_statement({"status": "ok", "rater_design": design, "baselines": base})
+    assert "5 raters" in text and "no rated pair was rated by one person" in text and "100.0 %" in text
+    # one person rating two writers' replies in a dialogue: the pairs they make are counted
+    shared = _rated_frame([habits] * 4, [["p", "p", "x", "y", "z"]] * 4)
+    design = rater_design(shared, rater_leniency(shared))
+    assert design["writers_per_rater_max"] == 2 and design["pairs_sharing_a_rater"] == 4
+    assert "not measured" in rater_design_statement({"status": "ok", "rater_design": None, "baselines": {}}).lower()
+
+
+def test_the_loader_keeps_who_rated_each_reply_and_names_an_empty_rater(tmp_path):
+    header = HEADER + [f"annotator_{c}" for c in ("human", "chatgpt_empathy", "llama_empathy", "gemini_empathy",
+                                                   "mixtral_empathy")]
+    path = tmp_path / "dataset.csv"
+
+    def write(rater_of_first_gpt4):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerow(_row(1, [3, 3, 2, 1, 2]) + ["a1", rater_of_first_gpt4, "c1", "d1", "e1"])
+            w.writerow(_row(2, [1, 3, 2, 2, 1]) + ["a1", "b1", "c1", "d1", "e1"])
+
+    write("b1")
+    frame = load_llms_vs_humans(path=path)
+    assert list(frame["rater_gpt4"]) == ["b1", "b1"] and list(frame["rater_human"]) == ["a1", "a1"]
+    write(" ")
+    with pytest.raises(DataError, match=r"row 1 .*field annotator_chatgpt_empathy: empty"):
+        load_llms_vs_humans(path=path)

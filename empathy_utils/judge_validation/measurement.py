@@ -69,12 +69,64 @@ def writer_ratings(frame: pd.DataFrame) -> dict[str, float]:
     return {s: float(train[f"rating_{s}"].mean()) for s in SOURCES} if len(train) else {}
 
 
+def rater_leniency(frame: pd.DataFrame) -> dict[tuple[str, str], float] | None:
+    """For each reply, keyed by (dialogue, writer): the mean rating its rater gave to *their other*
+    replies (leave-one-out), i.e. how generous that person was elsewhere. None when the data file
+    names no raters. Not a judge (a judge of new replies has no rater): it measures how much of a
+    pair's "preference" is who rated rather than what was written (book/judges.md)."""
+    if not all(f"rater_{s}" in frame for s in SOURCES):
+        return None
+    long = pd.concat([pd.DataFrame({"dialogue_id": frame["dialogue_id"].values, "source": s,
+                                    "rater": frame[f"rater_{s}"].values, "rating": frame[f"rating_{s}"].values})
+                      for s in SOURCES], ignore_index=True)
+    by_rater = long.groupby("rater")["rating"]
+    total, count = by_rater.transform("sum"), by_rater.transform("count")
+    others = (total - long["rating"]) / (count - 1).where(count > 1)
+    return {(d, s): float(v) for d, s, v in zip(long["dialogue_id"], long["source"], others) if pd.notna(v)}
+
+
+def lenient_rater_side(pairs: pd.DataFrame, leniency: dict[tuple[str, str], float]) -> list[str]:
+    """Per pair: the side whose rater rated their other replies higher ('tie' when equal or unknown)."""
+    out = []
+    for d, sa, sb in zip(pairs["dialogue_id"], pairs["source_a"], pairs["source_b"]):
+        la, lb = leniency.get((d, sa)), leniency.get((d, sb))
+        out.append("tie" if la is None or lb is None or la == lb else "a" if la > lb else "b")
+    return out
+
+
+def rater_design(frame: pd.DataFrame, leniency: dict[tuple[str, str], float] | None) -> dict | None:
+    """How the ratings were collected, read from the file: how many raters, how many replies and
+    writers each rated, how many rated pairs two replies of one rater make, and how often the reply
+    of the more lenient rater (on their other replies) is the one "people preferred" in all rated
+    pairs. None when the file names no raters."""
+    if leniency is None:
+        return None
+    raters = pd.concat([frame[f"rater_{s}"] for s in SOURCES], ignore_index=True)
+    writers = pd.concat([pd.Series(s, index=range(len(frame))) for s in SOURCES], ignore_index=True)
+    per_rater = raters.value_counts()
+    writers_per_rater = writers.groupby(raters.values).nunique()
+    pairs = rating_pairs(frame)
+    who = {(d, s): r for s in SOURCES for d, r in zip(frame["dialogue_id"], frame[f"rater_{s}"])}
+    shared = sum(who[(d, sa)] == who[(d, sb)]
+                 for d, sa, sb in zip(pairs["dialogue_id"], pairs["source_a"], pairs["source_b"]))
+    side = lenient_rater_side(pairs, leniency)
+    scores = agreement(side, list(pairs["human"]))
+    return {"raters": int(per_rater.size), "ratings": int(len(raters)),
+            "replies_per_rater_median": float(per_rater.median()), "replies_per_rater_max": int(per_rater.max()),
+            "writers_per_rater_max": int(writers_per_rater.max()), "rated_pairs": len(pairs),
+            "pairs_sharing_a_rater": int(shared), "lenient_rater_ties": sum(v == "tie" for v in side),
+            "lenient_rater_wins": sum(scores) / len(scores) if scores else float("nan")}
+
+
 def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0,
-              ratings_by_writer: dict[str, float] | None = None) -> dict:
+              ratings_by_writer: dict[str, float] | None = None,
+              leniency: dict[tuple[str, str], float] | None = None) -> dict:
     """The two baselines (book/judges.md, How they are checked) on exactly these pairs, and how often people preferred the
     longer reply (the length-bias reference). With ``ratings_by_writer`` (train-split means), also a
     reference that is not a judge: told who wrote each reply, prefer the writer people rated higher
-    on the train split. A judge whose signal is the writer's style cannot do better than it."""
+    on the train split. A judge whose signal is the writer's style cannot do better than it. With
+    ``leniency`` (``rater_leniency``), another: prefer the reply whose rater was more generous with
+    their other replies, which reads who rated, not what was written."""
     longer = [lg or "tie" for lg in longer_side(pairs)]
     human = list(pairs["human"])
     dialogues = list(pairs["dialogue_id"])
@@ -98,8 +150,15 @@ def baselines(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0,
         k_acc, k_low, k_high = _accuracy(agreement(told, human), dialogues, resamples, seed)
         known = {"accuracy": k_acc, "ci_low": k_low, "ci_high": k_high, "pairs": len(pairs),
                  "writer_ratings": dict(ratings_by_writer)}
+    lenient = None
+    if leniency is not None:
+        side = lenient_rater_side(pairs, leniency)
+        r_acc, r_low, r_high = _accuracy(agreement(side, human), dialogues, resamples, seed)
+        lenient = {"accuracy": r_acc, "ci_low": r_low, "ci_high": r_high, "pairs": len(pairs),
+                   "ties": sum(v == "tie" for v in side)}
     return {
         "known_writer": known,
+        "lenient_rater": lenient,
         "longer_wins": {"accuracy": acc, "ci_low": low, "ci_high": high, "pairs": len(pairs)},
         "llm_wins": {"accuracy": l_acc, "ci_low": l_low, "ci_high": l_high, "pairs": len(hl)},
         "human_picks_longer": sum(unequal) / len(unequal) if unequal else float("nan"),

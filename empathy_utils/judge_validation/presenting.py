@@ -65,6 +65,16 @@ def _baseline_rows(b: dict, sel_b: dict | None) -> list[dict]:
                      "report pairs": known["pairs"], "ties": "", "on human-vs-LLM pairs": "",
                      "orders agree": "order-free", "picks the longer reply": "",
                      "note": "not a judge: the ceiling of a judge that only recognizes writers"})
+    lenient = b.get("lenient_rater")
+    if lenient:
+        rows.append({"judge": "reference: the reply whose rater was more generous with their other replies wins",
+                     "selection accuracy": _pct((sel_b.get("lenient_rater") or {}).get("accuracy")),
+                     "selection pairs": (sel_b.get("lenient_rater") or {}).get("pairs", ""),
+                     "report accuracy (ties ½)": _pct(lenient["accuracy"]),
+                     "report 95 % CI": f"{_pct(lenient['ci_low'])} – {_pct(lenient['ci_high'])}",
+                     "report pairs": lenient["pairs"], "ties": "", "on human-vs-LLM pairs": "",
+                     "orders agree": "order-free", "picks the longer reply": "",
+                     "note": "not a judge: reads who rated, which no judge can see"})
     people = {"judge": "people (the ratings themselves)", "selection accuracy": "", "selection pairs": "",
               "report accuracy (ties ½)": "100 %", "report 95 % CI": "", "report pairs": "", "ties": "",
               "on human-vs-LLM pairs": "", "orders agree": "", "picks the longer reply": _pct(b["human_picks_longer"], 0),
@@ -263,12 +273,38 @@ def packaged_glue_values(measurement: dict) -> dict:
     return values
 
 
+def rater_design_statement(report: dict) -> str:
+    """What the rating design does to any judge's accuracy, in one paragraph of measured numbers."""
+    design, lenient = report.get("rater_design"), (report.get("baselines") or {}).get("lenient_rater")
+    if report.get("status") != "ok":
+        return "Not measured in this run: it needs the research data (LLMs-vs-Humans)."
+    if not design or not lenient:
+        return "Not measured: this copy of the data file does not name its raters (annotator_* columns)."
+    one_writer = ("all by one writer" if design["writers_per_rater_max"] == 1
+                  else f"by up to {design['writers_per_rater_max']} writers")
+    shared = ("so no rated pair was rated by one person" if design["pairs_sharing_a_rater"] == 0
+              else f"and {design['pairs_sharing_a_rater']:,} rated pairs were rated by one person")
+    known = (report.get("baselines") or {}).get("known_writer")
+    told = (f", against {_pct(known['accuracy'])} when told only who wrote each reply" if known else "")
+    return (f"The {design['ratings']:,} ratings come from {design['raters']:,} raters, each of whom rated "
+            f"{design['replies_per_rater_median']:g} replies, {one_writer}, {shared}: every \"preference\" compares "
+            f"one person's rating with another's. The mean rating each rater gave to their other replies predicts "
+            f"which reply \"people preferred\" in {_pct(design['lenient_rater_wins'])} of all "
+            f"{design['rated_pairs']:,} rated pairs, and in {_pct(lenient['accuracy'])} of the "
+            f"{lenient['pairs']} report pairs (95 % CI {_pct(lenient['ci_low'])} – {_pct(lenient['ci_high'])})"
+            f"{told}. What that adds to knowing the writer comes from the raters (how generous each was, and which "
+            f"other replies they happened to see), which a judge of the two replies never sees: that part of each "
+            f"pair's outcome is noise to any judge, however good, and it bounds what agreement with these ratings "
+            f"can show.")
+
+
 def report_set_glue_values(report: dict) -> dict:
     """The selected judge's report-set figures (``selected.*`` of the report: this run's choice, or
     the packaged one), glued under the same keys whether or not anything was measured."""
     sel = report.get("selected") or {}
     if not sel:
-        return {"judge_source": "none", "judge_report_summary": "whose agreement with people was not measured"}
+        return {"judge_source": "none", "judge_report_summary": "whose agreement with people was not measured",
+                "rater_design_summary": rater_design_statement(report)}
     where = ("this run's validation" if sel.get("source") != "packaged measurement"
              else f"the packaged measurement of {sel.get('measured_on')}")
     both = sel.get("ci_above_longer_wins") and sel.get("ci_above_llm_wins")
@@ -276,5 +312,6 @@ def report_set_glue_values(report: dict) -> dict:
             "judge_report_accuracy": 100 * sel["accuracy"], "judge_report_ci_low": 100 * sel["ci_low"],
             "judge_report_ci_high": 100 * sel["ci_high"], "judge_report_pairs": sel["pairs"],
             "judge_ci_above_both_baselines": "yes" if both else "no",
+            "rater_design_summary": rater_design_statement(report),
             "judge_report_summary": (f"which agreed with people on {_pct(sel['accuracy'])} of {sel['pairs']} report-set "
                                      f"pairs (95 % CI {_pct(sel['ci_low'])} – {_pct(sel['ci_high'])}; {where})")}

@@ -21,7 +21,7 @@ from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, Pairwis
 from ..paths import DATA_ENV
 from ..presentation import plain
 from .learned import learned_judge
-from .measurement import adversarial, baselines, full_set_baselines, measure, writer_ratings
+from .measurement import adversarial, baselines, full_set_baselines, measure, rater_design, rater_leniency, writer_ratings
 from .pairs import judge_items, rating_pairs, sample_pairs
 
 
@@ -183,7 +183,8 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
     costly = (sample_pairs(sel_all, half, seed), sample_pairs(rep_all, half, seed))
     rep = cheap[1]
     by_writer = writer_ratings(frame)
-    base = baselines(rep, resamples, seed, by_writer)
+    leniency = rater_leniency(frame)
+    base = baselines(rep, resamples, seed, by_writer, leniency)
     attacked_pool = costly[1]
     attacked_idx = sorted(np.random.default_rng(seed).choice(len(attacked_pool), min(v.adversarial_pairs, len(attacked_pool)),
                                                              replace=False).tolist())
@@ -200,9 +201,10 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
                  "test_dialogues": int(rep["dialogue_id"].nunique()), "test_pairs": len(rep),
                  "human_vs_llm_pairs": base["llm_wins"]["pairs"], "adversarial_pairs": len(attacked)},
         "full_set": full_set_baselines(frame),
+        "rater_design": rater_design(frame, leniency),
         "baselines": base,
-        "baselines_selection": baselines(cheap[0], resamples, seed, by_writer),
-        "baselines_subsample": baselines(costly[1], resamples, seed, by_writer),
+        "baselines_selection": baselines(cheap[0], resamples, seed, by_writer, leniency),
+        "baselines_subsample": baselines(costly[1], resamples, seed, by_writer, leniency),
         "candidates": list(v.candidates),
         "judges": [], "unavailable": [], "adversarial": [], "reliability": {},
     }
