@@ -648,6 +648,13 @@ def test_rater_design_counts_raters_and_the_lenient_rater_reference_reads_who_ra
     design = rater_design(shared, rater_leniency(shared))
     assert design["writers_per_rater_max"] == 2 and design["pairs_sharing_a_rater"] == 4
     assert "not measured" in rater_design_statement({"status": "ok", "rater_design": None, "baselines": {}}).lower()
+    # without the data, the figures come from the packaged measurement, which says so
+    packaged = {"date": "2026-12-03", "git_commit": "0123456789abcdef", "rater_design": design,
+                "baselines": {"report_all": base}}
+    text = rater_design_statement({"status": "no-data", "packaged": packaged})
+    assert text.startswith("Measured by the project, not in this run (the packaged measurement of 2026-12-03, "
+                           "commit 0123456789ab)") and "report-set pairs of that measurement" in text
+    assert "needs the research data" in rater_design_statement({"status": "no-data", "packaged": {}})
 
 
 def test_the_loader_keeps_who_rated_each_reply_and_names_an_empty_rater(tmp_path):

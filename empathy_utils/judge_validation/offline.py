@@ -23,7 +23,7 @@ from ..errors import StudyError
 from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge
 from ..paths import repo_root, resources_dir
 from .calibration import banded_verdicts, choose_tie_band, fit_temperature, probabilities, reliability
-from .measurement import baselines, measure, writer_ratings
+from .measurement import baselines, measure, rater_design, rater_leniency, writer_ratings
 from .pairs import judge_items, rating_pairs, sample_pairs, split_selection_report
 
 MEASUREMENT_FILE = "judge_measurements.json"
@@ -232,6 +232,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
     if best is not None and best["report"] is None:  # pragma: no cover - report_top >= 1 measures it
         raise StudyError("the chosen candidate was not measured on the report set")
     frame_sha = frame.attrs.get("sha256", "")
+    leniency = rater_leniency(frame)  # who rated: described in the book even where no data is present
     return {
         "what": "data-free judges against LLMs-vs-Humans human ratings; chosen on the selection set, "
                 "reported on the disjoint report set",
@@ -254,7 +255,8 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
         "baseline_rows": [longer_row],
         "baselines": {"selection": baselines(sel, resamples, SPLIT_SEED, writer_ratings(frame)),
                       "report": baselines(rep, resamples, SPLIT_SEED, writer_ratings(frame)),
-                      "report_all": baselines(rep_all, resamples, SPLIT_SEED, writer_ratings(frame))},
+                      "report_all": baselines(rep_all, resamples, SPLIT_SEED, writer_ratings(frame), leniency)},
+        "rater_design": rater_design(frame, leniency),
         "reliability": reliability_tables,
         "selected": None if best is None else {"name": best["name"], "settings": best["settings"]},
     }

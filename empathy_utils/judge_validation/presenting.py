@@ -276,22 +276,31 @@ def packaged_glue_values(measurement: dict) -> dict:
 def rater_design_statement(report: dict) -> str:
     """What the rating design does to any judge's accuracy, in one paragraph of measured numbers."""
     design, lenient = report.get("rater_design"), (report.get("baselines") or {}).get("lenient_rater")
+    known = (report.get("baselines") or {}).get("known_writer")
+    where, pairs_name = "", "report pairs"
     if report.get("status") != "ok":
-        return "Not measured in this run: it needs the research data (LLMs-vs-Humans)."
+        packaged = report.get("packaged") or {}
+        design = packaged.get("rater_design")
+        whole_report = (packaged.get("baselines") or {}).get("report_all") or {}
+        lenient, known = whole_report.get("lenient_rater"), whole_report.get("known_writer")
+        if not design or not lenient:
+            return "Not measured in this run: it needs the research data (LLMs-vs-Humans)."
+        where = (f"Measured by the project, not in this run (the packaged measurement of {packaged.get('date')}, "
+                 f"commit {str(packaged.get('git_commit'))[:12]}): ")
+        pairs_name = "report-set pairs of that measurement"
     if not design or not lenient:
         return "Not measured: this copy of the data file does not name its raters (annotator_* columns)."
     one_writer = ("all by one writer" if design["writers_per_rater_max"] == 1
                   else f"by up to {design['writers_per_rater_max']} writers")
     shared = ("so no rated pair was rated by one person" if design["pairs_sharing_a_rater"] == 0
               else f"and {design['pairs_sharing_a_rater']:,} rated pairs were rated by one person")
-    known = (report.get("baselines") or {}).get("known_writer")
     told = (f", against {_pct(known['accuracy'])} when told only who wrote each reply" if known else "")
-    return (f"The {design['ratings']:,} ratings come from {design['raters']:,} raters, each of whom rated "
+    return (f"{where}The {design['ratings']:,} ratings come from {design['raters']:,} raters, each of whom rated "
             f"{design['replies_per_rater_median']:g} replies, {one_writer}, {shared}: every \"preference\" compares "
             f"one person's rating with another's. The mean rating each rater gave to their other replies predicts "
             f"which reply \"people preferred\" in {_pct(design['lenient_rater_wins'])} of all "
             f"{design['rated_pairs']:,} rated pairs, and in {_pct(lenient['accuracy'])} of the "
-            f"{lenient['pairs']} report pairs (95 % CI {_pct(lenient['ci_low'])} – {_pct(lenient['ci_high'])})"
+            f"{lenient['pairs']} {pairs_name} (95 % CI {_pct(lenient['ci_low'])} – {_pct(lenient['ci_high'])})"
             f"{told}. What that adds to knowing the writer comes from the raters (how generous each was, and which "
             f"other replies they happened to see), which a judge of the two replies never sees: that part of each "
             f"pair's outcome is noise to any judge, however good, and it bounds what agreement with these ratings "
