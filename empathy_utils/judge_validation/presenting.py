@@ -55,26 +55,19 @@ def _baseline_rows(b: dict, sel_b: dict | None) -> list[dict]:
                                     f"{_pct(b['llm_wins']['ci_high'])})",
            "orders agree": "order-free", "picks the longer reply": "", "note": "a baseline"}
     rows = [longer, llm]
-    known = b.get("known_writer")
-    if known:
-        rows.append({"judge": "reference: told who wrote each reply, prefer the writer rated higher on the train split",
-                     "selection accuracy": _pct((sel_b.get("known_writer") or {}).get("accuracy")),
-                     "selection pairs": (sel_b.get("known_writer") or {}).get("pairs", ""),
-                     "report accuracy (ties ½)": _pct(known["accuracy"]),
-                     "report 95 % CI": f"{_pct(known['ci_low'])} – {_pct(known['ci_high'])}",
-                     "report pairs": known["pairs"], "ties": "", "on human-vs-LLM pairs": "",
-                     "orders agree": "order-free", "picks the longer reply": "",
-                     "note": "not a judge: the ceiling of a judge that only recognizes writers"})
-    lenient = b.get("lenient_rater")
-    if lenient:
-        rows.append({"judge": "reference: the reply whose rater was more generous with their other replies wins",
-                     "selection accuracy": _pct((sel_b.get("lenient_rater") or {}).get("accuracy")),
-                     "selection pairs": (sel_b.get("lenient_rater") or {}).get("pairs", ""),
-                     "report accuracy (ties ½)": _pct(lenient["accuracy"]),
-                     "report 95 % CI": f"{_pct(lenient['ci_low'])} – {_pct(lenient['ci_high'])}",
-                     "report pairs": lenient["pairs"], "ties": "", "on human-vs-LLM pairs": "",
-                     "orders agree": "order-free", "picks the longer reply": "",
-                     "note": "not a judge: reads who rated, which no judge can see"})
+    # References that are not judges: what knowing the writer, or the rater, would score on the same pairs.
+    for key, name, note in (
+            ("known_writer", "reference: told who wrote each reply, prefer the writer rated higher on the train split",
+             "not a judge: the ceiling of a judge that only recognizes writers"),
+            ("lenient_rater", "reference: the reply whose rater was more generous with their other replies wins",
+             "not a judge: reads who rated, which no judge can see")):
+        ref, sel_ref = b.get(key), sel_b.get(key) or {}
+        if ref:
+            rows.append({"judge": name, "selection accuracy": _pct(sel_ref.get("accuracy")),
+                         "selection pairs": sel_ref.get("pairs", ""), "report accuracy (ties ½)": _pct(ref["accuracy"]),
+                         "report 95 % CI": f"{_pct(ref['ci_low'])} – {_pct(ref['ci_high'])}",
+                         "report pairs": ref["pairs"], "ties": "", "on human-vs-LLM pairs": "",
+                         "orders agree": "order-free", "picks the longer reply": "", "note": note})
     people = {"judge": "people (the ratings themselves)", "selection accuracy": "", "selection pairs": "",
               "report accuracy (ties ½)": "100 %", "report 95 % CI": "", "report pairs": "", "ties": "",
               "on human-vs-LLM pairs": "", "orders agree": "", "picks the longer reply": _pct(b["human_picks_longer"], 0),
