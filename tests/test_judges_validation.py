@@ -332,6 +332,46 @@ def test_writer_style_judge_never_learns_from_the_test_split(tmp_path, monkeypat
     assert np.allclose(poisoned.writer_ratings, judge.writer_ratings)
 
 
+def test_learned_judges_learn_from_the_chosen_number_of_train_dialogues(tmp_path, monkeypatch):
+    """train_dialogues: the writer-style judge (and the stack's and the head's pairs) learn from that many
+    whole train-split dialogues, embed only their replies, and are cached apart from the full-data judge."""
+    from empathy_utils.judge_validation import learned
+
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    embedded = []
+
+    class CountingEncoder(WriterEncoder):
+        def encode(self, texts, **kwargs):
+            embedded.extend(texts)
+            return super().encode(texts, **kwargs)
+
+    monkeypatch.setattr(learned, "load_encoder", lambda: CountingEncoder())
+    store_class = learned.EmbeddingStore
+    monkeypatch.setattr(learned, "EmbeddingStore", lambda: store_class(tmp_path / "e.sqlite"))
+    frame = _writer_frame(n_train=30)
+    full = learned.learned_judge("writer-style", frame, _cfg().judge_validation, 0, log=lambda m: None)
+    assert full.training["training"]["dialogues"] == 30 and len(embedded) == 150
+    embedded.clear()
+    monkeypatch.setattr(learned, "EmbeddingStore", lambda: store_class(tmp_path / "fresh.sqlite"))
+    part = learned.learned_judge("writer-style", frame, _cfg(train_dialogues=12).judge_validation, 0,
+                                 log=lambda m: None)
+    assert part.training["training"]["dialogues"] == 12 and part.training["training"]["replies"] == 60
+    assert len(embedded) == 60 and len(part.training["train_dialogue_ids"]) == 12
+    assert set(part.training["train_dialogue_ids"]) < set(full.training["train_dialogue_ids"])
+    assert part.cache_folder != full.cache_folder and "trained on 60 " in part.name
+    head = learned.learned_judge("embedding-head", frame, _cfg(train_dialogues=12).judge_validation, 0,
+                                 log=lambda m: None)
+    assert set(head.training["train_dialogue_ids"]) == set(part.training["train_dialogue_ids"])
+    stacked = learned.learned_judge("stacked", frame, _cfg(train_dialogues=12, stacked_features="judges+text",
+                                                          stacked_judges=["writer-style"], stacked_train_pairs=0
+                                                          ).judge_validation, 0, log=lambda m: None)
+    assert set(stacked.training["train_dialogue_ids"]) == set(part.training["train_dialogue_ids"])
+    assert len(embedded) == 60  # its out-of-fold scores read only those dialogues' replies
+    with pytest.raises(ConfigError, match=r"judge_validation.train_dialogues: must be >= 0 \(0 = all dialogues\)"):
+        StudyConfig.from_dict({"judge_validation": {"train_dialogues": -1}})
+
+
+
 @pytest.fixture
 def tiny_cross_encoder_base(tmp_path):
     """A tiny random BERT with all-MiniLM-L6-v2's tokenizer: the cross-encoder's start in tests."""

@@ -20,7 +20,7 @@ from ..errors import StudyError
 from ..judges import (CrossEncoderJudge, EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge,
                       cross_encoder_query, reward_conversation)
 from ..paths import cache_dir
-from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of
+from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of, training_rows
 from .settings import JudgeValidationSettings
 from .stacked import STACKABLE
 
@@ -379,7 +379,8 @@ def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: J
 def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, seed: int, log=print) -> Judge:
     """Train (or load from the cache) a learned judge on the train split of ``frame``."""
     data_sha = frame.attrs.get("sha256", "")
-    all_pairs = train_pairs_of(frame, seed)
+    train = training_rows(frame, v.train_dialogues, seed)
+    all_pairs = train_pairs_of(train, seed)
     if kind == "embedding-head":
         payload = {"pairs": v.embedding_train_pairs, "features": v.embedding_features, "c": v.embedding_c_grid,
                    "seed": seed, "encoder": "all-MiniLM-L6-v2", "version": 1}
@@ -404,6 +405,8 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                        "components": {k: Path(j.cache_folder).name for k, j in components.items()}}
     else:
         raise StudyError(f"{kind!r} is not a learned judge")
+    if v.train_dialogues:  # absent when 0, so judges trained on every dialogue keep their cache keys
+        payload["train_dialogues"] = v.train_dialogues
     folder = cache_dir() / "judges" / f"{kind}-{_settings_key(kind, payload, data_sha)}"
     meta_file = folder / "meta.json"
     n = {"embedding-head": v.embedding_train_pairs, "reward-model": v.reward_train_pairs,
@@ -428,7 +431,7 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
                                  info["pairs"])
         else:
             log(f"fitting the stacked judge on {len(pairs)} train-split pairs ...")
-            scores = (stack_component_scores(components, frame, pairs) if v.stacked_features == "judges+text"
+            scores = (stack_component_scores(components, train, pairs) if v.stacked_features == "judges+text"
                       else None)
             judge, info = fit_stacked(pairs, components, component_scores=scores)
             tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))
@@ -442,7 +445,6 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
             judge = WriterStyleJudge(weights["coef"], weights["intercept"], meta["training"]["writers"],
                                      weights["writer_ratings"], encoder, meta["training"]["replies"], cache=store)
         else:
-            train = frame[frame["split"] == "train"]
             log(f"training the writer-style judge on {len(train) * len(SOURCES)} train-split replies ...")
             judge, info = train_writer_style(train, v.embedding_c_grid, encoder, store, seed)
             info["writers"] = judge.writers
@@ -466,7 +468,6 @@ def learned_judge(kind: str, frame: pd.DataFrame, v: JudgeValidationSettings, se
             _publish(tmp, folder)
     elif kind == "cross-encoder":
         if not meta_file.exists():
-            train = frame[frame["split"] == "train"]
             log(f"fine-tuning the cross-encoder on up to {v.cross_encoder_train_dialogues or train['dialogue_id'].nunique()} "
                 "train-split dialogues ...")
             tmp = Path(tempfile.mkdtemp(dir=_ensure(folder.parent), prefix=folder.name + ".tmp"))

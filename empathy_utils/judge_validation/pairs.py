@@ -72,6 +72,17 @@ def _subsample_pairs(pairs: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pairs.sample(n=n, random_state=seed).reset_index(drop=True)
 
 
+def training_rows(frame: pd.DataFrame, dialogues: int, seed: int) -> pd.DataFrame:
+    """The **train split** of ``frame``: every dialogue (``dialogues`` 0) or a seeded subsample of that
+    many whole dialogues, the rows every learned judge learns from."""
+    train = frame[frame["split"] == "train"]
+    ids = sorted(train["dialogue_id"].unique())
+    if dialogues <= 0 or dialogues >= len(ids):
+        return train
+    keep = set(np.random.default_rng(seed).choice(ids, size=dialogues, replace=False).tolist())
+    return train[train["dialogue_id"].isin(keep)]
+
+
 def train_pairs_of(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The rated pairs of the **train split** only: what every learned judge is trained on."""
     train = frame[frame["split"] == "train"]

@@ -82,6 +82,12 @@ class JudgeValidationSettings(BackendSettings):
         list(ATTACK_NAMES),
         "Kinds of instruction injected into the worse reply to test each judge's robustness.",
     )
+    train_dialogues: int = param(
+        0,
+        "Train-split dialogues the learned judges learn from (0 = all 1,750; otherwise a seeded subsample "
+        "of whole dialogues, five rated replies each). Embedding those replies is most of this stage's "
+        "time on a CPU (benchmarks/judge_train_size.py measures what a smaller share costs in accuracy).",
+    )
     embedding_train_pairs: int = param(
         0,
         "embedding-head: train-split pairs used (0 = all 9,260), features, and L2 strengths tried by 5-fold "
@@ -157,12 +163,13 @@ def validation_checks(v: JudgeValidationSettings) -> list[str]:
                 "reward_lora_r", "bootstrap_resamples", "cross_encoder_epochs", "cross_encoder_learning_rate",
                 "cross_encoder_batch_size", "cross_encoder_max_length")
     errors += [f"judge_validation.{k}: must be > 0 (got {getattr(v, k)})" for k in positive if getattr(v, k) <= 0]
-    for k in ("test_pairs", "adversarial_pairs", "embedding_train_pairs", "reward_train_pairs", "reward_lora_layers",
+    for k in ("test_pairs", "adversarial_pairs", "train_dialogues", "embedding_train_pairs", "reward_train_pairs", "reward_lora_layers",
               "cross_encoder_train_dialogues"):
         if getattr(v, k) < 0:
             errors.append(f"judge_validation.{k}: must be >= 0 (0 = " +
                           {"adversarial_pairs": "no attack check)", "reward_lora_layers": "all layers)",
-                           "cross_encoder_train_dialogues": "all dialogues)"}.get(k, "all pairs)"))
+                           "cross_encoder_train_dialogues": "all dialogues)",
+                           "train_dialogues": "all dialogues)"}.get(k, "all pairs)"))
     if not 0 < v.selection_share < 1:
         errors.append(f"judge_validation.selection_share: must lie strictly between 0 and 1 (got {v.selection_share})")
     if not 0 < v.max_tie_rate <= 1:
