@@ -10,7 +10,11 @@ generating anything first. Configurations:
 - ``sft-trl``     plain SFT: TRL's SFTTrainer with LoRA on prompt/completion (the black-box baseline);
 - ``ce-only``     the PRIDE trainer with only its cross-entropy term (no teacher pass, no module);
 - ``pride-no-pi`` CE + reverse KL + MMD (a teacher forward pass per step), no attention module;
-- ``pride``       the full method: also the PI encoding and the multi-source attention.
+- ``pride``       the full method: also the PI encoding and the multi-source attention;
+- ``sdft-trl``    the SDFT baseline as TRL runs it: replies sampled by ``generate``, every row's prompt run
+                  in full (``pride.sdft_rollouts=transformers``, ``pride.sdft_share_prompt_prefix=false``);
+- ``sdft``        the SDFT baseline as the study runs it: the study's rollouts and each prompt run once for
+                  its ``num_generations`` copies (the defaults; the ``pride`` profile's 2 copies, 48 tokens).
 
 Reports the median wall time of the steps after the first (warm-up) and the process's peak resident
 memory. It measures; it asserts nothing.
@@ -27,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
-MODES = ("sft-trl", "ce-only", "pride-no-pi", "pride")
+MODES = ("sft-trl", "ce-only", "pride-no-pi", "pride", "sdft-trl", "sdft")
 
 
 def _examples(n: int):
@@ -80,7 +85,20 @@ def run_one(mode: str, args) -> dict:
             times.append(time.perf_counter() - self.t)
 
     out = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-"))
-    if mode == "sft-trl":
+    sharing = nullcontext()
+    if mode.startswith("sdft"):
+        from empathy_utils.prefix_sharing import shared_prompt_prefix
+        from empathy_utils.pride.data import pi_block
+        from empathy_utils.pride.train import make_sdft_trainer
+
+        cfg.pride.variants = ["pride", "sdft"]
+        cfg.pride.sdft_num_generations, cfg.pride.sdft_max_completion_length = 2, 48
+        if mode == "sdft-trl":
+            cfg.pride.sdft_rollouts, cfg.pride.sdft_share_prompt_prefix = "transformers", False
+        trainer, _ = make_sdft_trainer(cfg, rows, [pi_block(r) for r in rows], out)
+        sharing = shared_prompt_prefix(trainer.model, cfg.pride.sdft_share_prompt_prefix)
+        tokens = None
+    elif mode == "sft-trl":
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
@@ -103,10 +121,14 @@ def run_one(mode: str, args) -> dict:
                   "teacher": statistics.mean(len(f["teacher_ids"]) for f in features)}
         trainer, _ = make_pride_trainer(cfg, "pride-no-pi" if mode in ("ce-only", "pride-no-pi") else "pride", features, out)
     trainer.add_callback(Clock())
-    trainer.train()
+    with sharing:
+        trainer.train()
     steady = times[1:] or times
+    # SDFT samples its replies, so its steps differ in length: report the replies' mean length too
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {"mode": mode, "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
-            "first_step_seconds": round(times[0], 2), "batch_size": args.batch_size,
+            "first_step_seconds": round(times[0], 2), "total_seconds": round(sum(times), 1),
+            "mean_reply_tokens": round(statistics.mean(lengths), 1) if lengths else None, "batch_size": args.batch_size,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "mean_tokens_per_example": tokens, "torch_threads": torch.get_num_threads()}
 
@@ -134,8 +156,9 @@ def main() -> None:
             continue
         results.append(json.loads(line[len("RESULT "):]))
         r = results[-1]
-        print(f"{mode:<12} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s)  "
-              f"peak RSS {r['peak_rss_mb']:5d} MB", flush=True)
+        replies = f"  replies {r['mean_reply_tokens']} tokens" if r["mean_reply_tokens"] else ""
+        print(f"{mode:<12} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s, "
+              f"all {r['total_seconds']:.0f} s)  peak RSS {r['peak_rss_mb']:5d} MB{replies}", flush=True)
     base = next((r for r in results if r["mode"] == "sft-trl"), None)
     if base:
         print(f"\nbatch {args.batch_size}, model {args.model}: cost relative to plain SFT (TRL)")

@@ -201,57 +201,18 @@ class LocalBackend(ChatBackend):
         return warpers
 
     def _decode_dropping_finished(self, ids, mask, cache, sampling: Sampling, eos: int) -> list[list[int]]:
-        """Decoding that drops a row from the batch (and its keys and values from the cache) as soon as
-        it has ended its turn. ``generate`` keeps stepping finished rows until the longest reply of the
-        batch is done: 42 % of the decode steps of the default study's replies went to rows that had
-        already finished (benchmarks/README.md). Greedy: same forward pass, same argmax, so the same
-        replies as ``generate`` (tested). Sampled (``sampling.temperature`` > 0): ``generate``'s
-        temperature, top-k and top-p and one draw per step from torch's generator seeded with
-        ``sampling.seed``, so one row draws what ``generate`` draws (tested); once a row has dropped out
-        the batch's draws differ from ``generate``'s, from the same distribution. Returns each row's new
-        tokens, ending with ``eos`` where the row ended its turn."""
+        """The replies of one batch from :func:`decode_dropping_finished`. Greedy: same forward pass, same
+        argmax, so the same replies as ``generate`` (tested). Sampled (``sampling.temperature`` > 0):
+        ``generate``'s temperature, top-k and top-p and one draw per step from torch's generator seeded
+        with ``sampling.seed``, so one row draws what ``generate`` draws (tested); once a row has dropped
+        out the batch's draws differ from ``generate``'s, from the same distribution."""
         import torch
 
-        from .kv_cache import reserved_cache, supports_reserved_cache
-
-        max_new_tokens = sampling.max_new_tokens
-        past = cache.get_seq_length() if cache is not None else 0
-        config = self.model.config
-        if self.reserve_cache and supports_reserved_cache(config):
-            room = (ids.shape[1] - past if cache is not None else 0) + max_new_tokens
-            cache = reserved_cache(cache, config.num_hidden_layers, room)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        step_ids, step_positions = ids[:, past:], positions[:, past:]
-        rows = torch.arange(ids.shape[0])  # which of the batch's rows are still decoding
-        new: list[list[int]] = [[] for _ in range(ids.shape[0])]
         warpers = self._sampling_warpers(sampling) if sampling.temperature > 0 else None
         if warpers is not None:
             torch.manual_seed(sampling.seed)  # as the generate path does: the same seed, the same first draws
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
-                                 past_key_values=cache, use_cache=True, logits_to_keep=1)
-                cache = out.past_key_values
-                logits = out.logits[:, -1].float()
-                if warpers is None:
-                    chosen = logits.argmax(-1)
-                else:
-                    probs = torch.softmax(warpers(step_ids, logits), dim=-1)
-                    chosen = torch.multinomial(probs, num_samples=1).squeeze(1)
-                keep = []
-                for j, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
-                    new[row].append(token)
-                    if token != eos:
-                        keep.append(j)
-                if not keep:
-                    break
-                if len(keep) < len(rows):
-                    index = torch.tensor(keep, device=mask.device)
-                    cache.batch_select_indices(index)
-                    rows, mask, chosen, step_positions = rows[keep], mask[index], chosen[index], step_positions[index]
-                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-                step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
-        return new
+        return decode_dropping_finished(self.model, ids, mask, cache, sampling.max_new_tokens, warpers, {eos},
+                                        reserve_cache=self.reserve_cache)
 
     def chat(self, conversations, sampling: Sampling) -> list[Completion]:
         import torch
@@ -314,6 +275,56 @@ class LocalBackend(ChatBackend):
             for row, i in enumerate(batch):
                 results[i] = {c: float(logp[row, t]) for c, t in choice_ids.items()}
         return results  # type: ignore[return-value]
+
+
+def decode_dropping_finished(model, ids, mask, cache, max_new_tokens: int, warpers=None, eos=frozenset(),
+                             reserve_cache: bool = True) -> list[list[int]]:
+    """Decode a left-padded batch, dropping a row (and its keys and values) as soon as it has ended its
+    turn. ``generate`` keeps stepping finished rows until the longest reply of the batch is done: 42 % of
+    the decode steps of the default study's replies went to rows that had already finished
+    (benchmarks/README.md). ``cache`` may already hold the keys and values of the first positions of
+    ``ids`` (a prefix run once); positions follow the mask, as ``generate``'s do. ``warpers`` (a
+    ``LogitsProcessorList``) turn the logits into a sampling distribution, one draw per row and step
+    from torch's global generator; None = greedy. Returns each row's new tokens, ending with its end
+    token (one of ``eos``) where the row ended its turn."""
+    import torch
+
+    from .kv_cache import reserved_cache, supports_reserved_cache
+
+    past = cache.get_seq_length() if cache is not None else 0
+    config = model.config
+    if reserve_cache and supports_reserved_cache(config):
+        room = (ids.shape[1] - past if cache is not None else 0) + max_new_tokens
+        cache = reserved_cache(cache, config.num_hidden_layers, room)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    step_ids, step_positions = ids[:, past:], positions[:, past:]
+    rows = torch.arange(ids.shape[0])  # which of the batch's rows are still decoding
+    new: list[list[int]] = [[] for _ in range(ids.shape[0])]
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
+                        past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            logits = out.logits[:, -1].float()
+            if warpers is None:
+                chosen = logits.argmax(-1)
+            else:
+                probs = torch.softmax(warpers(step_ids, logits), dim=-1)
+                chosen = torch.multinomial(probs, num_samples=1).squeeze(1)
+            keep = []
+            for j, (row, token) in enumerate(zip(rows.tolist(), chosen.tolist())):
+                new[row].append(token)
+                if token not in eos:
+                    keep.append(j)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                index = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(index)
+                rows, mask, chosen, step_positions = rows[keep], mask[index], chosen[index], step_positions[index]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
+    return new
 
 
 # ------------------------------------------------------------------------------------ openai

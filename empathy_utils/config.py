@@ -177,8 +177,9 @@ class LoraSettings:
 
 SHARE_PROMPT_PREFIX_HELP = (
     "Run the tokens that every row of a batch begins with (the base prompt's definitions) once per step, "
-    "not once per row (empathy_utils.prefix_sharing): same loss and gradients within float rounding, "
-    "fewer tokens through the model. Off: TRL's own forward pass.")
+    "not once per row, and those that rows go on sharing (a DPO prompt's dialogue, for its chosen and its "
+    "rejected reply) once per group (empathy_utils.prefix_sharing): same loss and gradients within float "
+    "rounding, fewer tokens through the model. Off: TRL's own forward pass.")
 
 
 @dataclass

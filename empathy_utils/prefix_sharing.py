@@ -8,14 +8,21 @@ share at least ``min_tokens`` leading tokens, it runs the prefix for one row, ex
 values to every row and runs each row's remainder against them. The hidden states are the same
 function of the weights (same positions, same causal attention), so the loss and its gradients are
 too: gradients reach the prefix through the expanded keys and values, summed over the rows. Not
-bit-identical: the matrix products see other shapes (tests compare within float tolerance). The same
-idea for DPO is "prefix sharing" (Wang and Hegde, 2024); here it is the batch-wide prefix only.
+bit-identical: the matrix products see other shapes (tests compare within float tolerance).
+
+Sharing goes beyond the batch-wide prefix: rows that go on agreeing after the batch parts ways share
+that stretch too (:func:`plan_segments`). A DPO batch holds each prompt twice (chosen and rejected
+reply), so after the batch-wide definitions each pair runs its own dialogue once; TRL's SDFT samples
+``num_generations`` replies per prompt, so each prompt (left-padded alike) runs once for its copies,
+for the student and for the privileged teacher. The same idea for DPO is "prefix sharing" (Wang and
+Hegde, 2024).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 # Below this many shared tokens, the extra pass costs more than it saves.
 MIN_SHARED_TOKENS = 16
@@ -52,6 +59,79 @@ def shared_length(input_ids, attention_mask, position_ids=None) -> int:
     return min(run, input_ids.shape[1] - 1)
 
 
+def common_prefix_lengths(input_ids, attention_mask=None, position_ids=None):
+    """``L[i, j]``: how many leading positions rows i and j agree on (same token, same mask value,
+    same position). Padding the two rows share counts: a row's first positions depend only on
+    themselves (causal attention)."""
+    import torch
+
+    same = input_ids[:, None, :] == input_ids[None, :, :]
+    if attention_mask is not None:
+        same &= attention_mask[:, None, :] == attention_mask[None, :, :]
+    if position_ids is not None and position_ids.dim() == 2 and position_ids.shape[0] == input_ids.shape[0]:
+        same &= position_ids[:, None, :] == position_ids[None, :, :]
+    return torch.cumprod(same.int(), dim=-1).sum(-1)
+
+
+@dataclass
+class Segment:
+    """Positions ``start:end`` of the batch, run for ``rows`` only (one row per group of rows that agree
+    up to ``end``); ``member[i]`` is batch row i's group, an index into ``rows``."""
+
+    start: int
+    end: int
+    rows: Any
+    member: Any
+
+
+def _groups(lengths, threshold: int):
+    """Rows that agree on at least ``threshold`` leading positions, as (one row per group, each row's group)."""
+    import torch
+
+    first = (lengths >= threshold).int().argmax(dim=1)  # each row's first row that agrees with it that far
+    rows, member = torch.unique(first, sorted=True, return_inverse=True)
+    return rows, member
+
+
+def plan_segments(input_ids, attention_mask=None, position_ids=None, min_tokens: int = MIN_SHARED_TOKENS):
+    """How to run a batch with every stretch its rows agree on run once per group of agreeing rows.
+
+    Returns the shared segments in order (the positions after the last one are run by every row), or
+    ``[]`` when no stretch of at least ``min_tokens`` positions is shared. The groups only split as the
+    positions go on, so each segment's keys and values, gathered row by row, serve the next. A stretch
+    shorter than ``min_tokens`` is not run on its own: it joins the next segment (run by more rows)."""
+    import torch
+
+    n_rows, width = input_ids.shape
+    lengths = common_prefix_lengths(input_ids, attention_mask, position_ids).clamp(max=width - 1)  # one own position
+    off_diagonal = lengths[~torch.eye(n_rows, dtype=torch.bool)]
+    segments: list[Segment] = []
+    start = 0
+    for end in sorted(int(v) for v in off_diagonal.unique() if v > 0):
+        rows, member = _groups(lengths, end)
+        if len(rows) == n_rows:
+            break
+        if end - start >= min_tokens:
+            segments.append(Segment(start, end, rows, member))
+            start = end
+    return segments
+
+
+def regroup_cache(cache, parent, single: bool = False):
+    """A key/value cache gathered row by row (``parent``: each new row's index among the cache's rows). From a single row it is a view (expand); otherwise a copy,
+    and backward sums each row's gradients into its group's."""
+    from transformers import DynamicCache
+
+    regrouped = DynamicCache()
+    for i, layer in enumerate(cache.layers):
+        if single:
+            keys, values = (t.expand(len(parent), -1, -1, -1) for t in (layer.keys, layer.values))
+        else:
+            keys, values = layer.keys[parent], layer.values[parent]
+        regrouped.update(keys, values, i)
+    return regrouped
+
+
 def decoder_of(model):
     """The module that turns token ids into hidden states (``LlamaModel`` inside a PEFT-wrapped
     ``LlamaForCausalLM``), or None when the model has no separate one."""
@@ -68,7 +148,7 @@ def supports_sharing(config) -> bool:
 
 
 class SharedPrefixForward:
-    """The decoder's forward with the batch-wide prefix run once (see the module docstring); any
+    """The decoder's forward with shared stretches run once (see the module docstring); any
     call it cannot serve exactly (a cache passed in, embeddings instead of ids, extra outputs asked
     for, gradient checkpointing, one row) goes to the original forward unchanged."""
 
@@ -83,7 +163,6 @@ class SharedPrefixForward:
     def __call__(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                  inputs_embeds=None, use_cache=None, **kwargs):
         import torch
-        from transformers import DynamicCache
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
         plain = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -98,29 +177,35 @@ class SharedPrefixForward:
         rows, width = input_ids.shape
         self.stats.batches += 1
         self.stats.tokens_in_batches += rows * width
-        n = shared_length(input_ids, attention_mask, position_ids)
-        if n < self.min_tokens:
+        segments = plan_segments(input_ids, attention_mask, position_ids, self.min_tokens)
+        if not segments:
             self.stats.tokens_run += rows * width
             return self.original(**plain)
         self.stats.shared_batches += 1
-        self.stats.tokens_run += n + rows * (width - n)
+        self.stats.tokens_run += sum(len(s.rows) * (s.end - s.start) for s in segments) + rows * (width - segments[-1].end)
+        every_row = torch.arange(rows, device=input_ids.device)
+        last = Segment(segments[-1].end, width, every_row, every_row)
 
-        def part(tensor, sl, first_row=False):
+        def part(tensor, segment, sl):
             if tensor is None:
                 return None
-            tensor = tensor[:1] if first_row and tensor.shape[0] == rows else tensor
-            return tensor[:, sl]
+            return (tensor[segment.rows] if tensor.shape[0] == rows else tensor)[:, sl]
 
-        head = self.original(input_ids=input_ids[:1, :n], attention_mask=part(attention_mask, slice(0, n), True),
-                             position_ids=part(position_ids, slice(0, n), True), use_cache=True)
-        cache = DynamicCache()
-        for i, layer in enumerate(head.past_key_values.layers):
-            # expand is a view: the attention's concatenation copies it, and backward sums the rows' gradients
-            cache.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), i)
-        tail = self.original(input_ids=input_ids[:, n:], attention_mask=attention_mask,
-                             position_ids=part(position_ids, slice(n, None)), past_key_values=cache, use_cache=True)
-        hidden = torch.cat([head.last_hidden_state.expand(rows, -1, -1), tail.last_hidden_state], dim=1)
-        return BaseModelOutputWithPast(last_hidden_state=hidden, past_key_values=tail.past_key_values if use_cache else None)
+        cache, pieces, previous = None, [], None
+        for segment in segments + [last]:
+            if previous is not None:
+                cache = regroup_cache(cache, previous.member[segment.rows], single=len(previous.rows) == 1)
+            out = self.original(input_ids=input_ids[segment.rows, segment.start:segment.end],
+                                attention_mask=part(attention_mask, segment, slice(0, segment.end)),
+                                position_ids=part(position_ids, segment, slice(segment.start, segment.end)),
+                                past_key_values=cache, use_cache=True)
+            cache, previous = out.past_key_values, segment
+            hidden = out.last_hidden_state
+            if segment is not last:
+                hidden = hidden.expand(rows, -1, -1) if len(segment.rows) == 1 else hidden[segment.member]
+            pieces.append(hidden)
+        return BaseModelOutputWithPast(last_hidden_state=torch.cat(pieces, dim=1),
+                                       past_key_values=cache if use_cache else None)
 
 
 @contextmanager

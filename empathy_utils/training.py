@@ -179,9 +179,11 @@ def unset_dropped(section: dict, added: dict) -> dict:
 
 
 def sharing_prefix(cfg: StudyConfig, step) -> bool:
-    """Whether ``step`` (cfg.sft or cfg.dpo) runs a batch's shared prompt prefix once: as set, except
-    with LoRA dropout, which would then draw one dropout mask for the prefix of every row."""
-    return step.share_prompt_prefix and cfg.lora.dropout == 0
+    """Whether ``step`` (cfg.sft, cfg.dpo, or cfg.pride for its SDFT baseline) runs a batch's shared prompt
+    prefix once: as set, except with LoRA dropout, which would then draw one dropout mask for the prefix
+    of every row."""
+    wanted = step.sdft_share_prompt_prefix if hasattr(step, "sdft_share_prompt_prefix") else step.share_prompt_prefix
+    return wanted and cfg.lora.dropout == 0
 
 
 def sharing_summary(stats) -> dict:

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from empathy_utils.artifacts import RunPaths
 from empathy_utils.config import StudyConfig, load_config, profile_path
 from empathy_utils.models import load_model
-from empathy_utils.prefix_sharing import decoder_of, shared_length, shared_prompt_prefix
+from empathy_utils.prefix_sharing import decoder_of, plan_segments, shared_length, shared_prompt_prefix
 from empathy_utils.stages import build_datasets
 from empathy_utils.training import sharing_prefix, train_dpo, train_sft
 
@@ -85,6 +85,78 @@ def test_the_prefix_runs_once_and_hidden_states_loss_and_gradients_are_the_same(
     for name, grad in plain_grads.items():
         assert grad.abs().sum() > 0
         torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-7)
+
+
+def _assert_same_computation(model, ids, mask, expected_counts):
+    """Shared and plain runs: the decoder embeds ``expected_counts`` tokens per call when sharing, and the
+    hidden states, the loss and every LoRA gradient agree within float tolerance."""
+    counts = counting_tokens(model)
+    plain_loss, plain_grads = loss_and_gradients(model, ids, mask)
+    with torch.no_grad():
+        plain_hidden = decoder_of(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+    counts.clear()
+    with shared_prompt_prefix(model) as stats:
+        shared_loss, shared_grads = loss_and_gradients(model, ids, mask)
+        with torch.no_grad():
+            shared_hidden = decoder_of(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert counts == expected_counts * 2
+    assert stats.shared_batches == 2
+    attended = mask.bool()
+    torch.testing.assert_close(shared_hidden[attended], plain_hidden[attended], rtol=1e-5, atol=1e-5)
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-6)
+    for name, grad in plain_grads.items():
+        assert grad.abs().sum() > 0
+        # float tolerance relative to the tensor's largest gradient (summation order differs)
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()))
+    return stats
+
+
+def test_pairs_that_agree_past_the_batch_prefix_run_their_own_stretch_once(lora_model):
+    """DPO's layout: chosen and rejected replies to the same prompt, after definitions the whole batch shares."""
+    g = torch.Generator().manual_seed(3)
+    vocab = lora_model.config.vocab_size
+    shared, dialogues = torch.randint(5, vocab, (PREFIX,), generator=g), torch.randint(5, vocab, (2, 30), generator=g)
+    lengths = [20, 12, 25, 9]  # replies: chosen 1, chosen 2, rejected 1, rejected 2
+    rows = [torch.cat([shared, dialogues[i % 2], torch.randint(5, vocab, (n,), generator=g)]) for i, n in enumerate(lengths)]
+    width = max(len(r) for r in rows)
+    ids, mask = torch.zeros(4, width, dtype=torch.long), torch.zeros(4, width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    stats = _assert_same_computation(lora_model, ids, mask, [PREFIX, 2 * 30, 4 * (width - PREFIX - 30)])
+    assert stats.tokens_run == 2 * (PREFIX + 2 * 30 + 4 * (width - PREFIX - 30))
+
+
+def test_copies_of_a_left_padded_prompt_run_it_once(lora_model):
+    """TRL's SDFT layout: each prompt twice (two sampled replies), prompts left-padded, replies right-padded."""
+    g = torch.Generator().manual_seed(4)
+    vocab = lora_model.config.vocab_size
+    prompts = [torch.randint(5, vocab, (n,), generator=g) for n in (50, 42)]
+    replies = [torch.randint(5, vocab, (n,), generator=g) for n in (14, 6, 10, 14)]
+    prompt_width, reply_width = 50, 14
+    ids = torch.zeros(4, prompt_width + reply_width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, reply in enumerate(replies):
+        prompt = prompts[i // 2]
+        ids[i, prompt_width - len(prompt) : prompt_width], mask[i, prompt_width - len(prompt) : prompt_width] = prompt, 1
+        ids[i, prompt_width : prompt_width + len(reply)], mask[i, prompt_width : prompt_width + len(reply)] = reply, 1
+    segments = plan_segments(ids, mask)
+    assert [(s.start, s.end, s.rows.tolist(), s.member.tolist()) for s in segments] == [(0, 50, [0, 2], [0, 0, 1, 1])]
+    _assert_same_computation(lora_model, ids, mask, [2 * prompt_width, 4 * reply_width])
+
+
+def test_short_stretches_join_the_next_segment_and_no_stretch_means_no_plan():
+    ids = torch.tensor([[1] * 20 + [2] * 5 + [3] * 20 + [7],
+                        [1] * 20 + [2] * 5 + [3] * 20 + [8],
+                        [1] * 20 + [4] * 5 + [5] * 20 + [9],
+                        [1] * 20 + [4] * 5 + [6] * 20 + [9]])
+    plan = [(s.start, s.end, s.rows.tolist()) for s in plan_segments(ids)]
+    # rows 2 and 3 agree 5 positions past the batch's 20: too short to run on its own, so from 20 to 45
+    # they run apart, and rows 0 and 1 (agreeing up to 45) together
+    assert plan == [(0, 20, [0]), (20, 45, [0, 2, 3])]
+    assert [(s.start, s.end, s.rows.tolist()) for s in plan_segments(ids, min_tokens=30)] == [(0, 45, [0, 2, 3])]
+    assert plan_segments(ids, min_tokens=50) == []
+    first_differs = torch.cat([torch.arange(4)[:, None], ids], dim=1)
+    assert plan_segments(first_differs) == [], "rows that differ from the first token share nothing"
 
 
 def test_batches_it_cannot_serve_exactly_take_the_models_own_forward(lora_model):

@@ -26,7 +26,13 @@ from empathy_utils.pride.data import (
     teacher_replies,
 )
 from empathy_utils.pride.module import MODULE_FILE, build_student, hidden_and_heads, load_student, save_student
-from empathy_utils.pride.train import make_pride_trainer, train_blackbox_sft, train_sdft, variant_settings
+from empathy_utils.pride.train import (
+    make_pride_trainer,
+    make_sdft_trainer,
+    train_blackbox_sft,
+    train_sdft,
+    variant_settings,
+)
 
 from conftest import ScriptedBackend
 
@@ -321,6 +327,37 @@ def test_the_baselines_train_lora_adapters_with_trl(tiny_data, tmp_path):
     # the black-box baseline is TRL's SFT: its batches run the student prompt's shared definitions once
     assert black["prefix_sharing"]["shared_batches"] == black["prefix_sharing"]["batches"] > 0
     assert black["prefix_sharing"]["tokens_run"] < black["prefix_sharing"]["tokens_in_batches"]
+    # SDFT's batches hold each prompt num_generations times: the copies run it once, student and teacher
+    assert sdft["rollouts"] == "study"
+    assert sdft["prefix_sharing"]["shared_batches"] == sdft["prefix_sharing"]["batches"] == 2
+    assert sdft["prefix_sharing"]["tokens_run"] < sdft["prefix_sharing"]["tokens_in_batches"]
+
+
+def test_sdfts_rollouts_run_each_prompt_once_and_sample_what_generate_samples(tiny_data, tmp_path):
+    """With top-k 1 the draws are the argmax: the study's loop and TRL's generate must give the same replies."""
+    from trl.experimental.sdft import SDFTTrainer
+
+    from empathy_utils.prefix_sharing import decoder_of
+
+    cfg, train, _, _, _, _, _ = tiny_data
+    cfg = _cfg("pride.sdft_max_completion_length=12")
+    trainer, _ = make_sdft_trainer(cfg, train, [pi_block(e) for e in train], tmp_path)
+    trainer.generation_config.top_k = 1  # both paths sample with this config
+    for name, weight in trainer.model.named_parameters():
+        if "lora_B" in name:  # an adapter with an effect, as after some training
+            weight.data.normal_(0, 0.05)
+    prompts = trainer._tokenize_prompts([student_messages(e) for e in train[:3]])
+    prompt_ids = [prompts[0], prompts[0], prompts[1], prompts[1], prompts[2], prompts[2]]
+    embedded = []
+    decoder_of(trainer.model).embed_tokens.register_forward_hook(lambda m, args, out: embedded.append(args[0].shape))
+    _, ours = trainer._generate_transformers(prompt_ids)
+    distinct_width = max(len(ids) for ids in prompts)
+    assert embedded[0] == (3, distinct_width - 1), "each distinct prompt once, less the token each copy runs itself"
+    assert embedded[1][0] == 6
+    _, theirs = SDFTTrainer._generate_transformers(trainer, prompt_ids)
+    assert ours == theirs
+    assert all(0 < len(c) <= 12 for c in ours)
+    assert any(c[-1] in trainer.eos_token_ids for c in ours) or all(len(c) == 12 for c in ours)
 
 
 def test_the_black_box_baselines_fingerprint_follows_the_prefix_switch_and_no_other_students_does(tmp_path):
@@ -332,6 +369,12 @@ def test_the_black_box_baselines_fingerprint_follows_the_prefix_switch_and_no_ot
     assert training_fingerprint(on, "blackbox-sft", data) != training_fingerprint(off, "blackbox-sft", data)
     for variant in ("pride", "sdft"):
         assert training_fingerprint(on, variant, data) == training_fingerprint(off, variant, data)
+    # SDFT's own switches change its fingerprint alone
+    for change in ({"sdft_share_prompt_prefix": False}, {"sdft_rollouts": "transformers"}):
+        other = StudyConfig.from_dict({"pride": change})
+        assert training_fingerprint(on, "sdft", data) != training_fingerprint(other, "sdft", data)
+        for variant in ("pride", "blackbox-sft"):
+            assert training_fingerprint(on, variant, data) == training_fingerprint(other, variant, data)
 
 
 # ------------------------------------------------------------------------------- parameters

@@ -145,6 +145,17 @@ class PrideSettings(TrainingSettings):
         "Top-k logit distillation; lowered to the vocabulary size on tiny vocabularies.",
     )
     sdft_temperature: float = param(1.0, "SDFT: temperature of the distilled distributions.")
+    sdft_rollouts: Literal["study", "transformers"] = param(
+        "study",
+        "SDFT: how its on-policy replies are sampled without vLLM. study = the study's decoding loop (each "
+        "prompt run once for its num_generations copies, a finished reply leaves the batch, keys and values "
+        "written in place); transformers = TRL's call to generate. Same sampling distribution, other draws.",
+    )
+    sdft_share_prompt_prefix: bool = param(
+        True,
+        "SDFT: run a prompt once for its num_generations sampled replies, in the student's and the teacher's "
+        "forward passes (empathy_utils.prefix_sharing; as sft.share_prompt_prefix; off with LoRA dropout).",
+    )
     sdft_teacher_template: str = param(
         "{privileged_context}\n\n{prompt}",
         "SDFT: how the teacher's prompt is built; must contain {prompt} and {privileged_context}.",

@@ -156,8 +156,12 @@ def training_fingerprint(cfg: StudyConfig, variant: str, train_file: Path) -> st
 
     pride = {k: v for k, v in cfg.to_dict()["pride"].items() if k not in ("variants", "opponents")}
     pride = unset_dropped(pride, {"bf16": False, "gradient_checkpointing": False, "trainer": {}})
+    for sdft_only in ("sdft_share_prompt_prefix", "sdft_rollouts"):  # SDFT's alone (below): the others keep theirs
+        pride.pop(sdft_only, None)
     # the black-box baseline is TRL's SFT, whose batches share their prompt prefix as the sft stage's do
     sharing = {"share_prompt_prefix": sharing_prefix(cfg, cfg.sft)} if variant == "blackbox-sft" else {}
+    if variant == "sdft":
+        sharing = {"share_prompt_prefix": sharing_prefix(cfg, cfg.pride), "rollouts": cfg.pride.sdft_rollouts}
     return digest({"variant": variant, "model": cfg.model.name_or_path, "lora": cfg.to_dict()["lora"],
                     "seed": cfg.run.seed, "pride": pride, "data": sha256_file(train_file), **sharing})
 

@@ -256,15 +256,16 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
                      time.time() - start, {"examples": len(rows)} | sharing_summary(sharing))
 
 
-def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path) -> dict:
-    """TRL's experimental SDFT: on-policy self-distillation where the teacher is the base model shown
-    the student's prompt plus a privileged context (here: the PI block)."""
+def make_sdft_trainer(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path):
+    """TRL's experimental ``SDFTTrainer`` (the study's rollouts unless ``pride.sdft_rollouts`` says
+    transformers; :mod:`.sdft`) on the examples, with the tokenizer it uses."""
     from datasets import Dataset
     from trl.experimental.sdft import SDFTConfig, SDFTTrainer
 
     from ..models import load_model, load_tokenizer
     from ..training import lora_config
     from .data import student_messages
+    from .sdft import StudyRolloutSDFTTrainer
 
     p = cfg.pride
     tokenizer = load_tokenizer(cfg.model.name_or_path, padding_side="left")
@@ -276,10 +277,22 @@ def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], ou
                       distillation_topk=min(p.sdft_distillation_topk, len(tokenizer)), temperature=p.sdft_temperature,
                       teacher_prompt_template=p.sdft_teacher_template, teacher_model_kind="base",
                       )
-    trainer = quiet_trainer(SDFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
+    trainer_class = StudyRolloutSDFTTrainer if p.sdft_rollouts == "study" else SDFTTrainer
+    trainer = quiet_trainer(trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                                          processing_class=tokenizer, peft_config=lora_config(cfg)))
+    return trainer, tokenizer
+
+
+def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path) -> dict:
+    """TRL's experimental SDFT: on-policy self-distillation where the teacher is the base model shown
+    the student's prompt plus a privileged context (here: the PI block). A batch's copies of a prompt
+    (``num_generations``) run it once in the student's and the teacher's passes (``pride.sdft_share_prompt_prefix``)."""
+    p = cfg.pride
+    trainer, tokenizer = make_sdft_trainer(cfg, examples, privileged, out_dir)
     start = time.time()
-    trainer.train()
+    with shared_prompt_prefix(trainer.model, sharing_prefix(cfg, p)) as sharing:
+        trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "sdft", "TRL experimental SDFTTrainer (teacher = base model + PI)",
-                     time.time() - start, {"examples": len(rows), "distillation_topk": args.distillation_topk,
-                                           "num_generations": p.sdft_num_generations})
+                     time.time() - start, {"examples": len(examples), "distillation_topk": trainer.args.distillation_topk,
+                                           "num_generations": p.sdft_num_generations, "rollouts": p.sdft_rollouts}
+                     | sharing_summary(sharing))
