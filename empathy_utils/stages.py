@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import distillation as dist
 from .artifacts import RunPaths
-from .backends import CachedBackend, LocalBackend, Sampling, make_backend
+from .backends import CachedBackend, LocalBackend, ResponseCache, Sampling, make_backend
 from .config import DATA_REPLIERS, StudyConfig
 from .data import load_dialogues, read_jsonl, save_jsonl, subsample
 from .errors import StudyError
@@ -170,8 +170,12 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             adapter = paths.adapter(student)
             if adapter is not None and not adapter.exists():
                 raise StudyError(f"{adapter}: no {student} adapter; run the {student} stage first")
-            backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size,
-                                   dtype=cfg.model.dtype)
+            # Cached like the teacher's replies (the key names the model, the adapter's weights, the prompt and
+            # the decoding): the base student answers the same prompts in every run and variant of a profile.
+            # One chunk, so the batches are those of an uncached call.
+            backend = CachedBackend(LocalBackend(cfg.model.name_or_path, adapter=adapter,
+                                                 batch_size=cfg.generation.batch_size, dtype=cfg.model.dtype),
+                                    ResponseCache(response_cache_path()), chunk_size=max(1, len(convs)))
         answers = backend.chat(convs, sampling)
         rows = [{"dialogue_id": r["dialogue_id"], "emotion": r["emotion"], "student": student,
                  "reply": clean_reply(a.text), "raw": a.text, "finish_reason": a.finish_reason,

@@ -209,3 +209,29 @@ def test_fingerprints_of_unchanged_inputs_stay_what_they_were(tmp_path):
     assert training_fingerprint(cfg, "pride", train_file) == digest({
         "variant": "pride", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
         "pride": pride, "data": sha256_file(train_file)})
+
+
+def test_the_base_student_answers_a_profiles_test_dialogues_once_across_runs(tmp_path, monkeypatch, tiny_spec):
+    """Every variant of a profile asks the base model the same prompts: the response cache answers the second."""
+    from empathy_utils import stages
+    from empathy_utils.artifacts import RunPaths
+
+    asked = []
+    real_chat = stages.LocalBackend.chat
+    monkeypatch.setattr(stages.LocalBackend, "chat", lambda self, convs, sampling: asked.append(len(convs))
+                        or real_chat(self, convs, sampling))
+    cfg = load_config(profile_path("tiny"), ["generation.max_new_tokens=6"])
+    cfg.generation.students = ["base"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    save_jsonl([{"dialogue_id": f"d{i}", "emotion": "sad", "situation": f"I lost my keys ({i}).", "utterance": "Today."}
+                for i in range(3)], RunPaths(first).test_data)
+    RunPaths(second).test_data.parent.mkdir(parents=True)
+    RunPaths(second).test_data.write_bytes(RunPaths(first).test_data.read_bytes())
+    stages.generate_replies(cfg, first)
+    assert asked == [3]
+    stages.generate_replies(cfg, second)
+    assert asked == [3], "the second run's base replies come from the cache: no new model call"
+    assert read_jsonl(RunPaths(second).generation_file("base")) == read_jsonl(RunPaths(first).generation_file("base"))
+    cfg.generation.max_new_tokens = 7
+    stages.generate_replies(cfg, second)
+    assert asked == [3, 3], "other decoding, other answers"
