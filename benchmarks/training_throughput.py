@@ -48,9 +48,10 @@ def main() -> None:
                         help="with --dpo-reference: epochs instead of the run's own (the paper: 3)")
     parser.add_argument("--prefix-sharing", action="store_true",
                         help="time the run's whole SFT and DPO steps with and without the shared prompt prefix")
+    parser.add_argument("--only", choices=("sft", "dpo"), help="with --prefix-sharing: this step alone")
     args = parser.parse_args()
     if args.prefix_sharing:
-        return compare_prefix_sharing(Path(args.run))
+        return compare_prefix_sharing(Path(args.run), args.only)
     if args.dpo_reference:
         return compare_dpo_reference(Path(args.run), args.dpo_epochs)
 
@@ -128,7 +129,7 @@ def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:
     print(json.dumps(results))
 
 
-def compare_prefix_sharing(run: Path) -> None:
+def compare_prefix_sharing(run: Path, only: str | None = None) -> None:
     """The run's SFT and DPO steps as the study trains them, each batch's shared prompt prefix run once
     per row (TRL's forward) and once per batch."""
     from empathy_utils.config import load_config
@@ -138,6 +139,8 @@ def compare_prefix_sharing(run: Path) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(run / "data", Path(scratch) / "data")
         for step, train in (("sft", train_sft), ("dpo", train_dpo)):
+            if only and step != only:
+                continue
             if step == "dpo":  # both DPO trainings continue the run's own SFT adapter
                 shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
             for share in (False, True):
