@@ -8,7 +8,7 @@ its copies; the replies are then drawn by :func:`empathy_utils.backends.decode_d
 step from torch's global generator. The sampling distribution is the same; the draws are not
 ``generate``'s once a reply has ended and left the batch, so a run is not bit-identical to the
 ``transformers`` path (``pride.sdft_rollouts`` chooses; the setting is in SDFT's fingerprint). Settings
-the loop does not implement (a repetition penalty, extra ``generation_kwargs``, DeepSpeed or FSDP) go
+the loop does not implement (a repetition penalty, extra ``generation_kwargs``, FSDP) go
 to TRL's own path unchanged.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from trl.experimental.sdft import SDFTTrainer
+from trl.models.utils import unwrap_model_for_generation
 
 from ..backends import decode_dropping_finished
 from ..prefix_sharing import regroup_cache
@@ -26,8 +27,7 @@ class StudyRolloutSDFTTrainer(SDFTTrainer):
 
     def _study_loop_serves(self) -> bool:
         config = self.generation_config
-        return (config.repetition_penalty in (None, 1.0) and not self.args.generation_kwargs
-                and not self.is_deepspeed_enabled and not self.is_fsdp_enabled)
+        return config.repetition_penalty in (None, 1.0) and not self.args.generation_kwargs and not self.is_fsdp_enabled
 
     def _sampling_warpers(self):
         from transformers import (LogitsProcessorList, MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper,
@@ -48,7 +48,13 @@ class StudyRolloutSDFTTrainer(SDFTTrainer):
     def _generate_transformers(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
         if not self._study_loop_serves():
             return super()._generate_transformers(prompt_ids)
-        model = self.accelerator.unwrap_model(self.model)
+        # TRL's own unwrapping (gradient checkpointing off, DeepSpeed's weights gathered) around the loop
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                         generation_kwargs=self.generation_kwargs) as model:
+            return prompt_ids, self._sample(model, prompt_ids)
+
+    def _sample(self, model, prompt_ids: list[list[int]]) -> list[list[int]]:
         device = self.accelerator.device
         distinct: dict[tuple[int, ...], int] = {}
         for ids in prompt_ids:
@@ -67,6 +73,5 @@ class StudyRolloutSDFTTrainer(SDFTTrainer):
                 cache = model(input_ids=padded[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
                               use_cache=True, logits_to_keep=1).past_key_values
             cache = regroup_cache(cache, copies)
-        completions = decode_dropping_finished(model, padded[copies], mask[copies], cache, self.max_completion_length,
-                                               self._sampling_warpers(), set(self.eos_token_ids))
-        return prompt_ids, completions
+        return decode_dropping_finished(model, padded[copies], mask[copies], cache, self.max_completion_length,
+                                        self._sampling_warpers(), set(self.eos_token_ids))
