@@ -204,8 +204,10 @@ def test_fingerprints_of_unchanged_inputs_stay_what_they_were(tmp_path):
     train_file.write_text("{}\n")
     from empathy_utils.data import sha256_file
 
+    # (fields added since, still unset, are left out, and SDFT's own switches enter SDFT's fingerprint alone)
     pride = {k: v for k, v in settings["pride"].items()
-             if k not in ("variants", "opponents", "bf16", "gradient_checkpointing", "trainer")}
+             if k not in ("variants", "opponents", "bf16", "gradient_checkpointing", "trainer",
+                          "sdft_share_prompt_prefix", "sdft_rollouts")}
     assert training_fingerprint(cfg, "pride", train_file) == digest({
         "variant": "pride", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
         "pride": pride, "data": sha256_file(train_file)})
