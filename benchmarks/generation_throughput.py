@@ -81,6 +81,40 @@ def compare_sampled(args) -> None:
           f"{(tokens[True] / sum(seconds[True])) / (tokens[False] / sum(seconds[False])):.2f}x")
 
 
+def compare_dtypes(args) -> None:
+    """The study's batched greedy path with fp32 and bf16 weights (``model.dtype``), same prompts, in
+    alternation (two runs each), each rate beside the limit of its own dtype (``limits.py``)."""
+    corpus = load_embedded_corpus().head(args.prompts)
+    convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]
+    sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    backends = {d: LocalBackend(args.model, batch_size=args.batch_sizes[0], progress=False, dtype=d) for d in args.dtypes}
+    parameters = sum(p.numel() for p in next(iter(backends.values())).model.parameters())
+    limits = {d: tokens_per_second_limit(matmul_gflops(dtype=d), parameters, 2) for d in args.dtypes}
+    outs, seconds, tokens = {}, {d: [] for d in args.dtypes}, {}
+    for backend in backends.values():
+        backend.chat(convs[:2], Sampling(max_new_tokens=4))  # warm-up
+    for dtype in list(args.dtypes) + list(reversed(args.dtypes)):
+        outs[dtype], tokens[dtype], took = timed(backends[dtype], convs, sampling)
+        seconds[dtype].append(took)
+    results = {}
+    for dtype in args.dtypes:
+        rate = 2 * tokens[dtype] / sum(seconds[dtype])
+        results[dtype] = {"tokens": tokens[dtype], "seconds": [round(t, 1) for t in seconds[dtype]],
+                          "tokens_per_second": round(rate, 1), "limit": round(limits[dtype], 1),
+                          "ratio_to_limit": round(rate / limits[dtype], 2)}
+        print(f"  {dtype:<9} batch {args.batch_sizes[0]}: {tokens[dtype]} tokens in "
+              f"{' and '.join(f'{t:.1f}' for t in seconds[dtype])} s, {rate:.1f} tok/s; its limit here "
+              f"{limits[dtype]:.0f} tok/s ({rate / limits[dtype]:.0%})")
+    if len(args.dtypes) == 2:
+        first, second = args.dtypes
+        same = sum(a.text == b.text for a, b in zip(outs[first], outs[second]))
+        ratio = results[second]["tokens_per_second"] / results[first]["tokens_per_second"]
+        results["ratio"], results["identical_replies"] = round(ratio, 2), f"{same}/{len(convs)}"
+        print(f"  {second} / {first}: {ratio:.2f}x tokens per second; identical replies {same}/{len(convs)} "
+              "(greedy decoding in another precision can take another token where two are close)")
+    print(json.dumps(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -91,9 +125,15 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="above 0: only compare sampled replies (the teacher's retries: top-p 0.95) through "
                              "generate and through the study's own loop, batch --batch-sizes[0], alternating")
+    parser.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"),
+                        help="only time the study's own batched path (batch --batch-sizes[0], shared prefix, "
+                             "finished rows dropped) with the weights in each dtype, alternating")
     args = parser.parse_args()
     if args.temperature > 0:
         compare_sampled(args)
+        return
+    if args.dtypes:
+        compare_dtypes(args)
         return
 
     corpus = load_embedded_corpus().head(args.prompts)

@@ -140,6 +140,9 @@ def write_manifest(run_dir: str | os.PathLike, manifest: dict) -> None:
 def new_manifest(cfg, params_source: str, data_files: dict[str, str], repo: Path) -> dict:
     import torch
 
+    from .models import cpu_has_bf16_units, inference_placement
+
+    device, dtype = inference_placement(cfg.model.dtype)
     return {
         "run": cfg.run.name,
         "description": cfg.run.description,
@@ -151,7 +154,10 @@ def new_manifest(cfg, params_source: str, data_files: dict[str, str], repo: Path
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hardware": {"cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available(),
-                     "torch_threads": torch.get_num_threads()},
+                     "torch_threads": torch.get_num_threads(), "cpu_bf16_units": cpu_has_bf16_units(),
+                     # where model.dtype put the models used only for inference (the teacher, the students'
+                     # replies): their replies depend on it
+                     "inference": {"model.dtype": cfg.model.dtype, "device": device, "dtype": dtype}},
         "packages": package_versions(),
         "seeds": {"run.seed": cfg.run.seed, "note": "passed to trainers, samplers and subsampling"},
         "data": data_files,

@@ -94,7 +94,7 @@ class LocalBackend(ChatBackend):
         self.spec = spec
         self.adapter = str(adapter) if adapter else None
         self.batch_size = batch_size
-        # Inference only: on a GPU when there is one (model.dtype; fp32 on CPUs).
+        # Inference only: on a GPU when there is one, in model.dtype (auto: bf16 where the hardware has it).
         self.model = model if model is not None else load_model(spec, adapter, dtype=dtype)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="left")
         self.tokenizer.padding_side = "left"
@@ -476,7 +476,7 @@ class CachedBackend(ChatBackend):
 def make_backend(settings, cache_path: str | os.PathLike | None = None, batch_size: int | None = None,
                  dtype: str = "auto") -> ChatBackend:
     """Build the backend a ``teacher`` or ``judge`` section describes (cached if ``cache_path``).
-    ``dtype`` (``model.dtype``) places a local model: a GPU when present, fp32 on CPUs."""
+    ``dtype`` (``model.dtype``) places a local model: a GPU when present, bf16 where the hardware has it."""
     if settings.backend == "local":
         backend: ChatBackend = LocalBackend(settings.model, batch_size=batch_size or settings.batch_size, dtype=dtype)
     elif settings.backend == "openai":

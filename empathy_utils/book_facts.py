@@ -99,6 +99,8 @@ def book_facts() -> dict:
 
 def training_settings(cfg: StudyConfig, step: str) -> dict:
     """The settings one training step (``sft`` or ``dpo``) ran with, worded for the methods table."""
+    from .training import train_in_bf16
+
     settings = getattr(cfg, step)
     if settings.max_steps > 0:  # max_steps overrides epochs (smoke runs)
         length = f"{settings.max_steps} step" + ("s" if settings.max_steps != 1 else "")
@@ -119,7 +121,7 @@ def training_settings(cfg: StudyConfig, step: str) -> dict:
         "batch_text": batch,
         "max_length": settings.max_length,
         "schedule_text": f"{settings.lr_scheduler_type}, {warmup}",
-        "precision": "bf16" if settings.bf16 else "fp32",
+        "precision": "bf16 (mixed)" if train_in_bf16(settings.bf16) else "fp32",
     }
     if step == "dpo":
         values["beta_text"] = f"{settings.beta:g}"

@@ -93,8 +93,9 @@ class ModelSettings:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
         "auto",
         "Weights' dtype for the models used only for inference (students' replies, the local teacher and "
-        "local judges): auto = bf16 on a GPU with bf16 units, fp32 otherwise (bf16 is about 4x slower on "
-        "CPUs without bf16 units). Training chooses its precision in the trainer (bf16 on GPUs).",
+        "local judges): auto = bf16 on a GPU or CPU with bf16 units (AVX512-BF16, AMX), fp32 otherwise "
+        "(emulated bf16 is slower than fp32). The manifest records the dtype chosen. The likelihood judge "
+        "always scores in fp32, as it was validated. Training chooses its precision in the trainer.",
     )
 
 

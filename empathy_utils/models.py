@@ -75,11 +75,38 @@ def load_tokenizer(spec: str, padding_side: str = "left"):
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX-BF16). There bf16 runs
+    2-3x faster than fp32 here (benchmarks/README.md); without them torch emulates it, slower than fp32."""
+    import torch
+
+    if os.environ.get("EMPATHY_CPU_BF16") == "0":  # keep fp32 (the test suite sets it: same results on every CPU)
+        return False
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:  # an older torch: do not guess
+        return False
+    found = capabilities()
+    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+
+
+def bf16_units_here() -> bool:
+    """Whether the device the models run on has bf16 units: a CUDA GPU that supports bf16, else this
+    CPU (:func:`cpu_has_bf16_units`). ``model.dtype: auto`` and a training section's ``bf16: auto``
+    read it, and so does a run's fingerprint (``runner.stage_hashes``)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_has_bf16_units()
+
+
 def inference_placement(dtype: str = "auto") -> tuple[str, str]:
     """(device, dtype name) for a model used only for inference (generation, scoring, judging).
 
     ``auto``: a CUDA GPU when there is one, in bf16 where the GPU has bf16 units (else fp16 is not
-    chosen silently: fp32); on CPUs fp32, since bf16 is about 4x slower there without bf16 units."""
+    chosen silently: fp32); on a CPU, bf16 where it has bf16 units (:func:`cpu_has_bf16_units`), else
+    fp32. Replies in bf16 are not fp32's replies bit for bit, so the run's fingerprints and the response
+    cache's identities name what was chosen (``runner.stage_hashes``, ``LocalBackend.identity``)."""
     import torch
 
     if dtype not in DTYPES:
@@ -87,14 +114,12 @@ def inference_placement(dtype: str = "auto") -> tuple[str, str]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype != "auto":
         return device, dtype
-    if device == "cuda" and torch.cuda.is_bf16_supported():
-        return device, "bfloat16"
-    return device, "float32"
+    return device, "bfloat16" if bf16_units_here() else "float32"
 
 
 def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_adapter: bool = False,
                dtype: str | None = None):
-    """Load a causal LM in fp32 on the CPU (bf16 is 4x slower than fp32 on CPUs without bf16 units).
+    """Load a causal LM: for training in fp32 on the CPU, the trainer choosing any mixed precision.
 
     ``dtype`` (``auto`` or a dtype name) marks a model used only for inference: it goes to the device
     and dtype :func:`inference_placement` chooses (a GPU when present). Training callers leave it

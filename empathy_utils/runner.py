@@ -49,8 +49,15 @@ STAGE_SECTIONS = {
 
 
 def stage_hashes(cfg: StudyConfig) -> dict[str, str]:
+    """Each stage's fingerprint: the params it and its predecessors read and, on hardware with bf16 units,
+    that fact: ``model.dtype: auto`` and the training sections' ``bf16: auto`` choose bf16 there, whose
+    replies and adapters differ from fp32's (hardware without them keeps the fingerprints it always had)."""
+    from .models import bf16_units_here
+
     params = cfg.to_dict()
     seen: dict = {"seed": cfg.run.seed}
+    if bf16_units_here():
+        seen["bf16_units"] = True
     out = {}
     for stage in STAGES:
         for section in STAGE_SECTIONS.get(stage, [stage]):

@@ -70,7 +70,12 @@ class TrainingSettings:
     )
     warmup: float = param(0.0, "Linear warmup: a fraction of all steps if < 1, else a number of steps.")
     logging_steps: int = param(5, "Steps between two loss records in the training log.")
-    bf16: bool = param(False, "Off on CPUs (no bf16 units: 4x slower); turn on for GPUs with bf16.")
+    bf16: Literal["auto", True, False] = param(
+        "auto",
+        "Mixed-precision bf16 training: auto = where the hardware has bf16 units (a GPU with them, a CPU with "
+        "AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower than fp32); true or false force it. "
+        "train_log.json records what ran.",
+    )
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
     trainer: dict = param(
         {},

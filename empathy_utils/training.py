@@ -4,8 +4,8 @@ Choices the paper leaves open (book/methods.md, Two-step fine-tuning), made here
 - SFT trains on the reply only (TRL's prompt/completion format), not on the prompt.
 - DPO *continues the SFT adapter* (loaded trainable); TRL keeps a frozen copy of that adapter as
   the reference policy, so the reference is the SFT model and no second model sits in memory.
-- fp32 on CPU (no bf16 units here), no gradient checkpointing (it costs 25 % speed for memory we
-  have). Both are parameters for GPU users.
+- mixed bf16 where the hardware has bf16 units (a GPU, or a CPU with AVX512-BF16/AMX), fp32 elsewhere
+  (``bf16: auto``); no gradient checkpointing (it costs 25 % speed for memory we have). Both are parameters.
 
 Each function takes the run's :class:`StudyConfig` and a run folder and writes an adapter folder
 plus ``train_log.json``; the same functions run under ``accelerate launch`` through :func:`main`.
@@ -50,13 +50,21 @@ def trainer_arguments(settings, output_dir: Path, seed: int) -> dict:
         report_to="none",
         disable_tqdm=True,
         use_cpu=not on_gpu,
-        bf16=settings.bf16 and on_gpu,
+        bf16=train_in_bf16(settings.bf16),
         # transformers 5's name for gradient checkpointing
         activation_checkpointing=settings.gradient_checkpointing,
         # Count the tokens trained on (not padding): train_log.json reports the rate (a trainer: entry may
         # override this, as any other field below).
         include_num_input_tokens_seen="non_padding",
     ) | settings.trainer  # any other field of the trainer's config, as the params file gives it (checked by config)
+
+
+def train_in_bf16(setting) -> bool:
+    """A training section's ``bf16`` (auto, true, false) resolved here: auto trains in mixed bf16 where
+    the hardware has bf16 units (1.45x on this CPU's SFT, benchmarks/README.md), else in fp32."""
+    from .models import bf16_units_here
+
+    return bf16_units_here() if setting == "auto" else bool(setting)
 
 
 def peak_rss_gb() -> float:
@@ -161,8 +169,10 @@ def _fingerprint(cfg: StudyConfig, step: str, data: Path, start_adapter: Path | 
     data (its Arrow data files, not the caches training writes beside them) and, for DPO, the SFT
     adapter it continues."""
     settings = cfg.to_dict()
+    # bf16 as it resolves here (auto is fp32 where there are no bf16 units: those fingerprints are unchanged)
+    resolved = dict(settings[step], bf16=train_in_bf16(settings[step]["bf16"]))
     return digest({"step": step, "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
-                   "settings": unset_dropped(settings[step], ADDED_SETTINGS), "data": files_digest(data, "data-*.arrow"),
+                   "settings": unset_dropped(resolved, ADDED_SETTINGS), "data": files_digest(data, "data-*.arrow"),
                    "start": files_digest(start_adapter, "adapter_model*") if start_adapter else None})
 
 
@@ -215,6 +225,7 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
         "tokens": tokens,
         "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds > 0 else None,  # before rounding
         "peak_rss_gb": peak_rss_gb(),
+        "precision": "bf16 (mixed)" if trainer.args.bf16 else "fp32",
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),

@@ -9,6 +9,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# model.dtype auto stays fp32 on CPUs with bf16 units too, so the expectations hold on every CPU
+# (tests/test_models.py checks the bf16 choice with the CPU's capabilities mocked).
+os.environ["EMPATHY_CPU_BF16"] = "0"
 # Converted and tiny models go to a throw-away cache unless the developer points at a warm one.
 os.environ.setdefault("EMPATHY_CACHE_DIR", tempfile.mkdtemp(prefix="empathy-test-cache-"))
 

@@ -63,12 +63,25 @@ def _fake_gpu(monkeypatch, bf16: bool):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
 
 
-def test_inference_placement_is_fp32_on_cpu_and_bf16_on_a_gpu_that_has_it(monkeypatch):
+def _fake_cpu(monkeypatch, bf16: bool):
+    """A CPU with or without bf16 matrix units (the suite keeps auto at fp32 through EMPATHY_CPU_BF16=0)."""
+    monkeypatch.delenv("EMPATHY_CPU_BF16", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": bf16, "amx_bf16": False, "avx2": True})
+
+
+def test_inference_placement_is_bf16_where_the_hardware_has_bf16_units_else_fp32(monkeypatch):
     from empathy_utils.errors import StudyError
     from empathy_utils.models import inference_placement
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert inference_placement("auto") == ("cpu", "float32")
+    _fake_cpu(monkeypatch, bf16=False)
+    assert inference_placement("auto") == ("cpu", "float32"), "emulated bf16 is slower than fp32"
+    _fake_cpu(monkeypatch, bf16=True)
+    assert inference_placement("auto") == ("cpu", "bfloat16")
+    assert inference_placement("float32") == ("cpu", "float32"), "an explicit dtype is honoured"
+    monkeypatch.setenv("EMPATHY_CPU_BF16", "0")
+    assert inference_placement("auto") == ("cpu", "float32"), "EMPATHY_CPU_BF16=0 keeps fp32"
+    _fake_cpu(monkeypatch, bf16=False)
     assert inference_placement("bfloat16") == ("cpu", "bfloat16"), "an explicit dtype is honoured"
     _fake_gpu(monkeypatch, bf16=True)
     assert inference_placement("auto") == ("cuda", "bfloat16")
@@ -76,6 +89,22 @@ def test_inference_placement_is_fp32_on_cpu_and_bf16_on_a_gpu_that_has_it(monkey
     assert inference_placement("auto") == ("cuda", "float32"), "no bf16 units: fp32, never fp16 silently"
     with pytest.raises(StudyError, match="model.dtype"):
         inference_placement("int8")
+
+
+def test_fingerprints_name_a_bf16_placement_and_keep_fp32s(monkeypatch):
+    """Replies in bf16 differ from fp32's: a run's stages (from datasets on, whose teacher runs in it) are
+    fingerprinted apart, while fp32, the dtype every earlier run used on CPUs, keeps its fingerprints."""
+    from empathy_utils.config import load_config, profile_path
+    from empathy_utils.runner import stage_hashes
+
+    cfg = load_config(profile_path("default"))
+    _fake_cpu(monkeypatch, bf16=False)
+    fp32 = stage_hashes(cfg)
+    monkeypatch.setenv("EMPATHY_CPU_BF16", "0")
+    assert stage_hashes(cfg) == fp32
+    _fake_cpu(monkeypatch, bf16=True)
+    bf16 = stage_hashes(cfg)
+    assert all(bf16[stage] != fp32[stage] for stage in fp32)
 
 
 def test_inference_models_go_to_the_gpu_training_models_stay_on_the_cpu(monkeypatch, tiny_spec):
@@ -156,3 +185,24 @@ def test_set_up_converts_every_embedded_model_so_no_stage_has_to(monkeypatch, ca
     assert "/cache/embedded:smollm2-135m-instruct" in capsys.readouterr().out
     recipe = (Path(__file__).parents[1] / "Makefile").read_text().split("$(STAMP):")[1].split("\n\n")[0]
     assert "empathy-study prepare" in recipe.split("touch $(STAMP)")[0], "set-up converts before it is marked done"
+
+
+def test_training_precision_follows_the_hardware_and_fp32_adapters_keep_their_fingerprints(monkeypatch, tmp_path):
+    """sft/dpo ``bf16: auto`` trains in mixed bf16 where there are bf16 units and in fp32 elsewhere,
+    where an adapter's fingerprint is the one ``bf16: false`` (the old default) gave; PRIDE stays fp32."""
+    from empathy_utils.config import load_config, profile_path
+    from empathy_utils.training import _fingerprint, trainer_arguments
+
+    cfg = load_config(profile_path("default"))
+    old_default = load_config(profile_path("default"), ["sft.bf16=false", "dpo.bf16=false"])
+    assert cfg.sft.bf16 == cfg.dpo.bf16 == "auto" and cfg.pride.bf16 is False
+    _fake_cpu(monkeypatch, bf16=False)
+    assert trainer_arguments(cfg.sft, tmp_path, 0)["bf16"] is False
+    fp32 = {step: _fingerprint(cfg, step, tmp_path) for step in ("sft", "dpo")}
+    assert fp32 == {step: _fingerprint(old_default, step, tmp_path) for step in ("sft", "dpo")}
+    _fake_cpu(monkeypatch, bf16=True)
+    assert trainer_arguments(cfg.sft, tmp_path, 0)["bf16"] is True
+    assert trainer_arguments(cfg.dpo, tmp_path, 0)["bf16"] is True
+    assert trainer_arguments(cfg.pride, tmp_path, 0)["bf16"] is False, "PRIDE's losses: fp32 unless set"
+    assert trainer_arguments(old_default.sft, tmp_path, 0)["bf16"] is False, "false is honoured"
+    assert all(_fingerprint(cfg, step, tmp_path) != fp32[step] for step in ("sft", "dpo"))

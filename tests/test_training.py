@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -184,7 +185,8 @@ def test_an_unset_trainer_section_leaves_the_adapter_fingerprint_as_it_was(tmp_p
 
     cfg = StudyConfig.from_dict({})
     settings = cfg.to_dict()
-    before = {k: v for k, v in settings["sft"].items() if k != "trainer"}  # the section as it was
+    # the section as it was (bf16 then false: what auto resolves to without bf16 units, as in the suite)
+    before = {k: v for k, v in settings["sft"].items() if k != "trainer"} | {"bf16": False}
     expected = digest({"step": "sft", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
                        "settings": before, "data": files_digest(tmp_path, "data-*.arrow"), "start": None})
     assert _fingerprint(cfg, "sft", tmp_path) == expected
@@ -327,8 +329,29 @@ def test_dpo_adapters_trained_before_the_setting_existed_are_still_reused(tmp_pa
 
     cfg = StudyConfig.from_dict({})
     settings = cfg.to_dict()
-    before = {k: v for k, v in settings["dpo"].items() if k not in ("trainer", "precompute_reference")}
+    before = {k: v for k, v in settings["dpo"].items() if k not in ("trainer", "precompute_reference")} | {"bf16": False}
     expected = digest({"step": "dpo", "model": cfg.model.name_or_path, "lora": settings["lora"], "seed": cfg.run.seed,
                        "settings": before, "data": files_digest(tmp_path, "data-*.arrow"), "start": None})
     assert _fingerprint(cfg, "dpo", tmp_path) == expected
     assert _fingerprint(StudyConfig.from_dict({"dpo": {"precompute_reference": "always"}}), "dpo", tmp_path) != expected
+
+
+def test_sft_and_dpo_train_in_mixed_bf16_when_asked_and_log_it(tmp_path, tiny_spec, trained_run):
+    """bf16 on a CPU (what ``auto`` picks where it has bf16 units; emulated, and slower, where not):
+    the LoRA weights move and stay fp32, and train_log.json says bf16."""
+    _, fp32_paths, fp32_sft, _ = trained_run
+    assert fp32_sft["precision"] == "fp32", "the suite keeps auto at fp32 (EMPATHY_CPU_BF16=0)"
+    cfg = load_config(profile_path("tiny"), ["sft.max_steps=2", "dpo.max_steps=2", "sft.bf16=true", "dpo.bf16=true"])
+    build_datasets(cfg, tmp_path)
+    sft, dpo = train_sft(cfg, tmp_path), train_dpo(cfg, tmp_path)
+    paths = RunPaths(tmp_path)
+    assert sft["precision"] == dpo["precision"] == "bf16 (mixed)"
+    for folder, summary in ((paths.sft_model, sft), (paths.dpo_model, dpo)):
+        weights = _adapter(folder)
+        assert all(v.dtype == torch.float32 for v in weights.values()), "the adapter is kept in fp32"
+        assert summary["last_loss"] is not None and math.isfinite(summary["last_loss"])
+    lora_b = [v for k, v in _adapter(paths.sft_model).items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b)
+    moved = [k for k, v in _adapter(paths.dpo_model).items() if not torch.equal(v, _adapter(paths.sft_model)[k])]
+    assert moved, "DPO moved the SFT adapter"
+    assert json.loads((paths.sft_model / "train_log.json").read_text())["summary"]["precision"] == "bf16 (mixed)"

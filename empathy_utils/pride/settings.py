@@ -24,6 +24,12 @@ class PrideSettings(TrainingSettings):
     student, a reverse-KL + MMD dual-alignment loss) but not their forms: every form chosen here is a
     field below, and the book's PRIDE chapter says which parts are the paper's and which are ours."""
 
+    bf16: Literal["auto", True, False] = param(
+        False,
+        "Mixed-precision bf16 training of PRIDE's students: fp32 unless set (auto, true), since its reverse-KL "
+        "and MMD losses have not been checked under bf16 here; auto = where the hardware has bf16 units.",
+    )
+
     # --- data and privileged information (PI)
     source: Literal["run", "esconv"] = param(
         "run",
