@@ -21,8 +21,9 @@ scored inside every step (TRL's default) and once before training (``dpo.precomp
 and prints both times and their ratio. With ``--prefix-sharing`` it trains the run's whole SFT and DPO
 steps (their own epochs; DPO from the run's SFT adapter) with and without running each batch's shared
 prompt prefix once (``sft/dpo.share_prompt_prefix``, ``empathy_utils.prefix_sharing``), in one process,
-and prints the times, the tokens the model ran and the losses side by side. It measures; it asserts
-nothing.
+and prints the times, the tokens the model ran and the losses side by side. With ``--precision`` it
+trains the run's whole SFT and DPO steps in fp32 and in mixed bf16, alternating. It measures; it
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -48,10 +49,15 @@ def main() -> None:
                         help="with --dpo-reference: epochs instead of the run's own (the paper: 3)")
     parser.add_argument("--prefix-sharing", action="store_true",
                         help="time the run's whole SFT and DPO steps with and without the shared prompt prefix")
-    parser.add_argument("--only", choices=("sft", "dpo"), help="with --prefix-sharing: this step alone")
+    parser.add_argument("--only", choices=("sft", "dpo"), help="with --prefix-sharing or --precision: this step alone")
+    parser.add_argument("--precision", action="store_true",
+                        help="train the run's whole SFT and DPO steps in fp32 and in mixed bf16 (sft/dpo.bf16), "
+                             "alternating, two of each, in one process")
     args = parser.parse_args()
     if args.prefix_sharing:
         return compare_prefix_sharing(Path(args.run), args.only)
+    if args.precision:
+        return compare_precision(Path(args.run), args.only)
     if args.dpo_reference:
         return compare_dpo_reference(Path(args.run), args.dpo_epochs)
 
@@ -102,6 +108,35 @@ def main() -> None:
                   f"{rate / limit_lora:.0%} of the LoRA-training limit ({limit_lora:.0f} tok/s), "
                   f"{rate / limit_own:.0%} of its own ({limit_own:.0f} tok/s, {flops_per_token} x parameters "
                   f"per token); process peak RSS {summary['peak_rss_gb']} GB")
+    print(json.dumps(results))
+
+
+def compare_precision(run: Path, only: str | None = None) -> None:
+    """The run's SFT and DPO steps as the study trains them, in fp32 and in mixed bf16 (what ``bf16: auto``
+    picks on hardware with bf16 units), fp32 / bf16 / bf16 / fp32 so that both see the same hours."""
+    from empathy_utils.config import load_config
+    from empathy_utils.training import train_dpo, train_sft
+
+    results = {}
+    for step, train in (("sft", train_sft), ("dpo", train_dpo)):
+        if only and step != only:
+            continue
+        for bf16 in (False, True, True, False):
+            cfg = load_config(run / "params.yaml", [f"{step}.bf16={'true' if bf16 else 'false'}"])
+            with tempfile.TemporaryDirectory() as scratch:
+                shutil.copytree(run / "data", Path(scratch) / "data")
+                if step == "dpo":
+                    shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
+                summary = train(cfg, scratch)
+            key = f"{step}_{'bf16' if bf16 else 'fp32'}"
+            results.setdefault(key, []).append({k: summary[k] for k in ("seconds", "tokens", "last_loss", "peak_rss_gb")})
+            print(f"  {step.upper()} {summary['precision']}: {summary['steps']} steps, {summary['seconds']} s, "
+                  f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
+                  f"peak RSS {summary['peak_rss_gb']} GB", flush=True)
+        fp32 = sum(r["seconds"] for r in results[f"{step}_fp32"])
+        bf16 = sum(r["seconds"] for r in results[f"{step}_bf16"])
+        results[f"{step}_speed-up"] = round(fp32 / bf16, 2)
+        print(f"  {step.upper()}: fp32 {fp32:.1f} s against bf16 {bf16:.1f} s over two runs each: {fp32 / bf16:.2f}x")
     print(json.dumps(results))
 
 
