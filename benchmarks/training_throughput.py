@@ -130,7 +130,7 @@ def compare_precision(run: Path, only: str | None = None) -> None:
                 summary = train(cfg, scratch)
             key = f"{step}_{'bf16' if bf16 else 'fp32'}"
             results.setdefault(key, []).append({k: summary[k] for k in ("seconds", "tokens", "last_loss", "peak_rss_gb")})
-            print(f"  {step.upper()} {summary['precision']}: {summary['steps']} steps, {summary['seconds']} s, "
+            print(f"  {step.upper()} {'bf16' if bf16 else 'fp32'}: {summary['steps']} steps, {summary['seconds']} s, "
                   f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
                   f"peak RSS {summary['peak_rss_gb']} GB", flush=True)
         fp32 = sum(r["seconds"] for r in results[f"{step}_fp32"])

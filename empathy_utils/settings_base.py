@@ -74,7 +74,7 @@ class TrainingSettings:
         "auto",
         "Mixed-precision bf16 training: auto = where the hardware has bf16 units (a GPU with them, a CPU with "
         "AVX512-BF16 or AMX), fp32 elsewhere (emulated bf16 is slower than fp32); true or false force it. "
-        "train_log.json records what ran.",
+        "train_log.json records what ran (mixed_precision).",
     )
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, more time.")
     trainer: dict = param(

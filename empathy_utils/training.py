@@ -225,7 +225,7 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
         "tokens": tokens,
         "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds > 0 else None,  # before rounding
         "peak_rss_gb": peak_rss_gb(),
-        "precision": "bf16 (mixed)" if trainer.args.bf16 else "fp32",
+        "mixed_precision": "bf16" if trainer.args.bf16 else "no",  # accelerate's name for what ran
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),

@@ -340,12 +340,12 @@ def test_sft_and_dpo_train_in_mixed_bf16_when_asked_and_log_it(tmp_path, tiny_sp
     """bf16 on a CPU (what ``auto`` picks where it has bf16 units; emulated, and slower, where not):
     the LoRA weights move and stay fp32, and train_log.json says bf16."""
     _, fp32_paths, fp32_sft, _ = trained_run
-    assert fp32_sft["precision"] == "fp32", "the suite keeps auto at fp32 (EMPATHY_CPU_BF16=0)"
+    assert fp32_sft["mixed_precision"] == "no", "the suite keeps auto at fp32 (EMPATHY_CPU_BF16=0)"
     cfg = load_config(profile_path("tiny"), ["sft.max_steps=2", "dpo.max_steps=2", "sft.bf16=true", "dpo.bf16=true"])
     build_datasets(cfg, tmp_path)
     sft, dpo = train_sft(cfg, tmp_path), train_dpo(cfg, tmp_path)
     paths = RunPaths(tmp_path)
-    assert sft["precision"] == dpo["precision"] == "bf16 (mixed)"
+    assert sft["mixed_precision"] == dpo["mixed_precision"] == "bf16"
     for folder, summary in ((paths.sft_model, sft), (paths.dpo_model, dpo)):
         weights = _adapter(folder)
         assert all(v.dtype == torch.float32 for v in weights.values()), "the adapter is kept in fp32"
@@ -354,4 +354,4 @@ def test_sft_and_dpo_train_in_mixed_bf16_when_asked_and_log_it(tmp_path, tiny_sp
     assert any(v.abs().sum() > 0 for v in lora_b)
     moved = [k for k, v in _adapter(paths.dpo_model).items() if not torch.equal(v, _adapter(paths.sft_model)[k])]
     assert moved, "DPO moved the SFT adapter"
-    assert json.loads((paths.sft_model / "train_log.json").read_text())["summary"]["precision"] == "bf16 (mixed)"
+    assert json.loads((paths.sft_model / "train_log.json").read_text())["summary"]["mixed_precision"] == "bf16"
