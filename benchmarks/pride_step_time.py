@@ -1,6 +1,7 @@
 """Seconds per training step and peak memory: PRIDE against plain SFT, on the embedded model.
 
     python benchmarks/pride_step_time.py [--steps 6] [--batch-size 4] [--model embedded:smollm2-135m-instruct]
+                                         [--precisions fp32 bf16]
 
 Each configuration runs in its own process (so peak memory is its own), on the same examples: the
 embedded corpus's dialogues with their reference replies as targets, and a teacher context shaped like
@@ -17,7 +18,9 @@ generating anything first. Configurations:
                   its ``num_generations`` copies (the defaults; the ``pride`` profile's 2 copies, 48 tokens).
 
 Reports the median wall time of the steps after the first (warm-up) and the process's peak resident
-memory. It measures; it asserts nothing.
+memory. ``--precisions fp32 bf16`` runs every mode in both (``pride.bf16`` false, then true: mixed bf16,
+the losses in fp32) and prints the ratio; the default, ``auto``, is what the study picks on this host.
+It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 MODES = ("sft-trl", "ce-only", "pride-no-pi", "pride", "sdft-trl", "sdft")
+PRECISIONS = {"auto": "auto", "fp32": False, "bf16": True}  # -> pride.bf16
 
 
 def _examples(n: int):
@@ -72,7 +76,7 @@ def run_one(mode: str, args) -> dict:
         "model": {"name_or_path": args.model},
         "lora": {"r": 8, "alpha": 16},
         "pride": {"batch_size": args.batch_size, "max_steps": args.steps, "logging_steps": 1, "max_length": 384,
-                  "pi_dropout": 0.0, "variants": ["pride"]},
+                  "pi_dropout": 0.0, "variants": ["pride"], "bf16": PRECISIONS[args.precision]},
     })
     rows, teachers = _examples(args.batch_size * args.steps)
     times: list[float] = []
@@ -108,7 +112,7 @@ def run_one(mode: str, args) -> dict:
 
         data = Dataset.from_list([{"prompt": student_messages(r), "completion": [{"role": "assistant", "content": t.reply}]}
                                   for r, t in zip(rows, teachers)])
-        sft_args = SFTConfig(**trainer_arguments(cfg.pride, out, 0), max_length=384)
+        sft_args = SFTConfig(**trainer_arguments(cfg.pride, out, 0), max_length=384)  # pride.bf16, as the baseline
         trainer = SFTTrainer(model=load_model(args.model), args=sft_args, train_dataset=data,
                              processing_class=load_tokenizer(args.model, padding_side="right"), peft_config=lora_config(cfg))
         tokens = None
@@ -126,7 +130,7 @@ def run_one(mode: str, args) -> dict:
     steady = times[1:] or times
     # SDFT samples its replies, so its steps differ in length: report the replies' mean length too
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"mode": mode, "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
+    return {"mode": mode, "precision": "bf16" if trainer.args.bf16 else "fp32", "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
             "first_step_seconds": round(times[0], 2), "total_seconds": round(sum(times), 1),
             "mean_reply_tokens": round(statistics.mean(lengths), 1) if lengths else None, "batch_size": args.batch_size,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -140,15 +144,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=list(PRECISIONS))
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS), help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args)), flush=True)
         return
     results = []
-    for mode in args.modes:
+    for mode, precision in ((m, p) for m in args.modes for p in args.precisions):
         cmd = [sys.executable, __file__, "--one", mode, "--model", args.model, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--precision", precision]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -157,13 +163,19 @@ def main() -> None:
         results.append(json.loads(line[len("RESULT "):]))
         r = results[-1]
         replies = f"  replies {r['mean_reply_tokens']} tokens" if r["mean_reply_tokens"] else ""
-        print(f"{mode:<12} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s, "
+        print(f"{mode:<12} {r['precision']} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s, "
               f"all {r['total_seconds']:.0f} s)  peak RSS {r['peak_rss_mb']:5d} MB{replies}", flush=True)
-    base = next((r for r in results if r["mode"] == "sft-trl"), None)
-    if base:
-        print(f"\nbatch {args.batch_size}, model {args.model}: cost relative to plain SFT (TRL)")
-        for r in results:
-            print(f"  {r['mode']:<12} x{r['seconds_per_step'] / base['seconds_per_step']:.2f} time, "
+    for mode in args.modes:
+        by = {r["precision"]: r for r in results if r["mode"] == mode}
+        if {"fp32", "bf16"} <= set(by):
+            print(f"{mode:<12} bf16 against fp32: x{by['fp32']['seconds_per_step'] / by['bf16']['seconds_per_step']:.2f} "
+                  f"faster per step, peak RSS {by['bf16']['peak_rss_mb'] - by['fp32']['peak_rss_mb']:+d} MB")
+    bases = {r["precision"]: r for r in results if r["mode"] == "sft-trl"}
+    if bases:
+        print(f"\nbatch {args.batch_size}, model {args.model}: cost relative to plain SFT (TRL) in the same precision")
+        for r in (r for r in results if r["precision"] in bases):
+            base = bases[r["precision"]]
+            print(f"  {r['mode']:<12} {r['precision']} x{r['seconds_per_step'] / base['seconds_per_step']:.2f} time, "
                   f"{r['peak_rss_mb'] - base['peak_rss_mb']:+d} MB")
     print(json.dumps(results))
 

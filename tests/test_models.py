@@ -169,7 +169,9 @@ def test_an_inference_adapter_is_merged_into_the_weights_and_computes_what_peft_
     with torch.inference_mode():
         merged_logits, peft_logits = backend.model(ids).logits, wrapped(ids).logits
         base_logits = load_model(tiny_spec)(ids).logits
-    torch.testing.assert_close(merged_logits, peft_logits, rtol=1e-4, atol=1e-5)
+    # float rounding only: merged weights sum W + BA before the product; PEFT adds the two products. How big
+    # the rounding is depends on torch's thread count, which earlier tests may leave other than the default
+    torch.testing.assert_close(merged_logits, peft_logits, rtol=1e-4, atol=5e-5)
     assert (merged_logits - base_logits).abs().max() > 1e-3, "the adapter changed nothing"
 
 
@@ -189,20 +191,22 @@ def test_set_up_converts_every_embedded_model_so_no_stage_has_to(monkeypatch, ca
 
 def test_training_precision_follows_the_hardware_and_fp32_adapters_keep_their_fingerprints(monkeypatch, tmp_path):
     """sft/dpo ``bf16: auto`` trains in mixed bf16 where there are bf16 units and in fp32 elsewhere,
-    where an adapter's fingerprint is the one ``bf16: false`` (the old default) gave; PRIDE stays fp32."""
+    where an adapter's fingerprint is the one ``bf16: false`` (the old default) gave; PRIDE's students too
+    (their losses run in fp32 either way: pride/losses.py)."""
     from empathy_utils.config import load_config, profile_path
     from empathy_utils.training import _fingerprint, trainer_arguments
 
     cfg = load_config(profile_path("default"))
     old_default = load_config(profile_path("default"), ["sft.bf16=false", "dpo.bf16=false"])
-    assert cfg.sft.bf16 == cfg.dpo.bf16 == "auto" and cfg.pride.bf16 is False
+    assert cfg.sft.bf16 == cfg.dpo.bf16 == cfg.pride.bf16 == "auto"
     _fake_cpu(monkeypatch, bf16=False)
     assert trainer_arguments(cfg.sft, tmp_path, 0)["bf16"] is False
+    assert trainer_arguments(cfg.pride, tmp_path, 0)["bf16"] is False
     fp32 = {step: _fingerprint(cfg, step, tmp_path) for step in ("sft", "dpo")}
     assert fp32 == {step: _fingerprint(old_default, step, tmp_path) for step in ("sft", "dpo")}
     _fake_cpu(monkeypatch, bf16=True)
     assert trainer_arguments(cfg.sft, tmp_path, 0)["bf16"] is True
     assert trainer_arguments(cfg.dpo, tmp_path, 0)["bf16"] is True
-    assert trainer_arguments(cfg.pride, tmp_path, 0)["bf16"] is False, "PRIDE's losses: fp32 unless set"
+    assert trainer_arguments(cfg.pride, tmp_path, 0)["bf16"] is True
     assert trainer_arguments(old_default.sft, tmp_path, 0)["bf16"] is False, "false is honoured"
     assert all(_fingerprint(cfg, step, tmp_path) != fp32[step] for step in ("sft", "dpo"))

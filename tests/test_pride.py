@@ -192,6 +192,48 @@ def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(traine
     assert trainer.totals["mmd"][0] > 1e-6, trainer.totals["mmd"]
 
 
+def test_pride_trains_in_mixed_bf16_when_asked_and_logs_it(tiny_data, tmp_path):
+    """bf16 (what ``auto`` picks where the CPU or GPU has bf16 units; emulated and slower where not): the
+    forward and backward passes run under autocast, the LoRA and module weights move and stay fp32, every
+    loss term is a finite fp32 number, and train_log.json says bf16."""
+    from empathy_utils.pride.train import train_pride_variant
+
+    _, _, _, _, _, _, features = tiny_data
+    cfg = _cfg("pride.max_steps=1", "pride.bf16=true")
+    out = tmp_path / "pride"
+    summary = train_pride_variant(cfg, "pride", features, out)
+    assert summary["mixed_precision"] == "bf16"
+    assert all(math.isfinite(summary[k]) and summary[k] > 0 for k in ("mean_ce", "mean_rkl", "mean_mmd")), summary
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in weights.values()), "the adapter is kept in fp32"
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k), "LoRA did not move"
+    fp32 = train_pride_variant(_cfg("pride.max_steps=1"), "pride", features, tmp_path / "fp32")
+    assert fp32["mixed_precision"] == "no", "the suite keeps auto at fp32 (EMPATHY_CPU_BF16=0)"
+    # the same step in both precisions: close, not equal (bf16 rounds the forward pass)
+    assert summary["mean_ce"] == pytest.approx(fp32["mean_ce"], rel=0.05)
+    assert summary["mean_ce"] != fp32["mean_ce"]
+    from empathy_utils.pride.presenting import pride_training_table
+
+    old_log = {k: v for k, v in fp32.items() if k != "mixed_precision"}  # trained before pride.bf16 existed: fp32
+    table = pride_training_table([summary | {"variant": "pride"}, fp32 | {"variant": "sdft"}, old_log | {"variant": "pride-no-pi"}])
+    assert table["precision"].tolist() == ["bf16 (mixed)", "fp32", "fp32"]
+
+
+def test_a_students_fingerprint_follows_bf16_as_it_resolves(tmp_path, monkeypatch):
+    from empathy_utils import models
+    from empathy_utils.pride.stage import training_fingerprint
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("{}\n")
+    auto, fp32, bf16 = (StudyConfig.from_dict({"pride": {"bf16": v}}) for v in ("auto", False, True))
+    for variant in ("pride", "blackbox-sft", "sdft"):
+        # no bf16 units: auto is fp32, and the fingerprint is the one students trained before auto existed
+        assert training_fingerprint(auto, variant, data) == training_fingerprint(fp32, variant, data)
+        assert training_fingerprint(auto, variant, data) != training_fingerprint(bf16, variant, data)
+    monkeypatch.setattr(models, "bf16_units_here", lambda: True)
+    assert training_fingerprint(auto, "pride", data) == training_fingerprint(bf16, "pride", data)
+
+
 def test_the_trained_student_without_pi_is_exactly_its_lora_adapter(trained, tiny_data):
     from peft import PeftModel
 

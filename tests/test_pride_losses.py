@@ -95,3 +95,27 @@ def test_mmd_is_zero_for_the_same_sample_and_positive_otherwise():
 def test_mmd_needs_equal_widths():
     with pytest.raises(ValueError, match="same width"):
         mmd2(torch.zeros(3, 4), torch.zeros(3, 5))
+
+
+def test_mmd_stays_fp32_inside_a_bf16_autocast_region():
+    """Mixed-precision training (pride.bf16) runs the loss inside autocast: MMD's distance products would
+    then run in bf16 and lose |x|^2 + |y|^2 - 2xy to cancellation, far from the origin as hidden states are."""
+    torch.manual_seed(0)
+    x = torch.randn(12, 64) + 20.0
+    y = torch.randn(10, 64) * 1.3 + 20.0
+    exact = mmd2(x, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        guarded = mmd2(x, y)
+        unguarded = mmd2.__wrapped__(x, y)  # the same arithmetic without switching autocast off
+    assert guarded.dtype == torch.float32
+    assert guarded.item() == pytest.approx(exact.item(), rel=1e-6)
+    assert abs(unguarded.item() - exact.item()) > 0.05 * exact.item(), "autocast leaves this MMD intact: the test shows nothing"
+
+
+def test_reverse_kl_of_bf16_logits_is_computed_in_fp32():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 50) * 3, torch.randn(4, 50) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = reverse_kl(student.bfloat16(), teacher.bfloat16())
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(reverse_kl(student.bfloat16().float(), teacher.bfloat16().float()).item(), rel=1e-6)

@@ -12,16 +12,34 @@
   with ``mode="fixed"`` s is the number itself. The biased estimator (a V-statistic) is never negative
   and is exactly zero when X and Y are the same sample; the unbiased one (U-statistic) drops the
   diagonal terms and can dip below zero.
+
+Both run in fp32 even inside a bf16 autocast region (mixed-precision training, ``pride.bf16``): autocast
+would run MMD's distance products ``x @ y.T`` in bf16, whose 8-bit mantissa loses |x|^2 + |y|^2 - 2xy to
+cancellation, and the log-softmax over the vocabulary would lose the small probabilities reverse KL weighs.
 """
 
 from __future__ import annotations
 
+from functools import wraps
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 
+def in_fp32(loss):
+    """Run ``loss`` with autocast switched off on its tensors' device: its inputs are cast to fp32 inside,
+    so its arithmetic is fp32 whatever precision the model's forward pass ran in."""
+
+    @wraps(loss)
+    def run(first: torch.Tensor, *args, **kwargs):
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            return loss(first, *args, **kwargs)
+
+    return run
+
+
+@in_fp32
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over positions of KL(p_student ‖ p_teacher); logits [..., vocab], ``mask`` [...] selects positions.
@@ -68,6 +86,7 @@ def gaussian_kernel(d2: torch.Tensor, widths: Sequence[float]) -> torch.Tensor:
     return torch.stack([torch.exp(-d2 / (2.0 * s * s)) for s in widths]).mean(0)
 
 
+@in_fp32
 def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
          mode: str = "median", estimator: str = "biased") -> torch.Tensor:
     """Squared MMD between samples ``x`` [n, d] and ``y`` [m, d] (see the module docstring)."""

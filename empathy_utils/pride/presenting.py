@@ -40,7 +40,7 @@ def pride_card_table(card: dict) -> pd.DataFrame:
 
 
 def pride_training_table(summaries: list[dict]) -> pd.DataFrame:
-    """One row per PRIDE-chapter student: trainer, steps, losses, the module's gate and attention."""
+    """One row per PRIDE-chapter student: trainer, steps, precision, losses, the module's gate and attention."""
     from .stage import LABELS
 
     def num(v, fmt="{:.3f}"):
@@ -55,6 +55,8 @@ def pride_training_table(summaries: list[dict]) -> pd.DataFrame:
             "trainer": s["trainer"] + (" — reused: same settings and data as before" if s.get("reused") else ""),
             "steps": s["steps"],
             "seconds": s["seconds"],
+            # what ran (pride.bf16); a log from before the setting existed trained in fp32
+            "precision": "bf16 (mixed)" if s.get("mixed_precision") == "bf16" else "fp32",
             "first → last loss": f"{num(s['first_loss'])} → {num(s['last_loss'])}",
             "mean CE / RKL / MMD²": " / ".join(num(s.get(k)) for k in ("mean_ce", "mean_rkl", "mean_mmd")),
             "gate |tanh g|": num(s.get("gate_strength"), "{:.4f}"),

@@ -152,9 +152,11 @@ def example_table(cfg: StudyConfig, run_dir: str | Path, n: int = 3) -> pd.DataF
 def training_fingerprint(cfg: StudyConfig, variant: str, train_file: Path) -> str:
     """What a student's training depends on: model, LoRA, seed, the PRIDE settings (not which other
     students or opponents are configured) and the training data. Same fingerprint -> reuse it."""
-    from ..training import sharing_prefix, unset_dropped
+    from ..training import sharing_prefix, train_in_bf16, unset_dropped
 
     pride = {k: v for k, v in cfg.to_dict()["pride"].items() if k not in ("variants", "opponents")}
+    # bf16 as it resolves here: fp32 (auto on a host without bf16 units) leaves the fingerprints as they were
+    pride["bf16"] = train_in_bf16(pride["bf16"])
     pride = unset_dropped(pride, {"bf16": False, "gradient_checkpointing": False, "trainer": {}})
     for sdft_only in ("sdft_share_prompt_prefix", "sdft_rollouts"):  # SDFT's alone (below): the others keep theirs
         pride.pop(sdft_only, None)

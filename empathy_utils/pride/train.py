@@ -214,6 +214,7 @@ def train_pride_variant(cfg: StudyConfig, variant: str, features: list[dict], ou
         "gate_strength": student.fusion.gate_strength() if student.fusion is not None else None,
         "attention": {k[len("attention_"):]: v for k, v in means.items() if k.startswith("attention_")} or None,
         "teacher": teacher.label,
+        "mixed_precision": "bf16" if trainer.args.bf16 else "no",  # the losses themselves are fp32 (losses.py)
     }
     (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
@@ -226,7 +227,8 @@ def _save_trl(trainer, tokenizer, out_dir: Path, variant: str, label: str, secon
     history = trainer.state.log_history
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {"variant": variant, "trainer": label, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
-               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None, **extra}
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "mixed_precision": "bf16" if trainer.args.bf16 else "no", **extra}
     (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
 
