@@ -113,9 +113,13 @@ def test_mmd_stays_fp32_inside_a_bf16_autocast_region():
 
 
 def test_reverse_kl_of_bf16_logits_is_computed_in_fp32():
+    """A bf16 model's logits, inside autocast or not: the divergence is the fp32 one of the same logits."""
     torch.manual_seed(0)
     student, teacher = torch.randn(4, 50) * 3, torch.randn(4, 50) * 3
+    exact = reverse_kl(student.bfloat16().float(), teacher.bfloat16().float())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        value = reverse_kl(student.bfloat16(), teacher.bfloat16())
-    assert value.dtype == torch.float32
-    assert value.item() == pytest.approx(reverse_kl(student.bfloat16().float(), teacher.bfloat16().float()).item(), rel=1e-6)
+        in_autocast = reverse_kl(student.bfloat16(), teacher.bfloat16())
+    outside = reverse_kl(student.bfloat16(), teacher.bfloat16())
+    for value in (in_autocast, outside):
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(exact.item(), rel=1e-6)

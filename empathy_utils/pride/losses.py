@@ -13,9 +13,10 @@
   and is exactly zero when X and Y are the same sample; the unbiased one (U-statistic) drops the
   diagonal terms and can dip below zero.
 
-Both run in fp32 even inside a bf16 autocast region (mixed-precision training, ``pride.bf16``): autocast
-would run MMD's distance products ``x @ y.T`` in bf16, whose 8-bit mantissa loses |x|^2 + |y|^2 - 2xy to
-cancellation, and the log-softmax over the vocabulary would lose the small probabilities reverse KL weighs.
+Both run in fp32 even inside a bf16 autocast region (mixed-precision training, ``pride.bf16``). MMD runs
+with autocast switched off (:func:`in_fp32`): autocast would run its distance products ``x @ y.T`` in bf16,
+whose 8-bit mantissa loses |x|^2 + |y|^2 - 2xy to cancellation. Reverse KL casts the logits to fp32 itself,
+and autocast lowers none of its operations, so the small probabilities it weighs keep fp32's precision.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ def in_fp32(loss):
     return run
 
 
-@in_fp32
 def reverse_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over positions of KL(p_student ‖ p_teacher); logits [..., vocab], ``mask`` [...] selects positions.
