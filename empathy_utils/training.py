@@ -67,6 +67,11 @@ def train_in_bf16(setting) -> bool:
     return bf16_units_here() if setting == "auto" else bool(setting)
 
 
+def mixed_precision(trainer) -> str:
+    """What a finished trainer ran in, in accelerate's words ("bf16" or "no"), for its train_log.json."""
+    return "bf16" if trainer.args.bf16 else "no"
+
+
 def peak_rss_gb() -> float:
     """The largest resident memory this process has held so far, in GB (Linux reports kB)."""
     import resource
@@ -225,7 +230,7 @@ def _save(trainer, tokenizer, out: Path, seconds: float, extra: dict) -> dict:
         "tokens": tokens,
         "tokens_per_second": round(tokens / seconds, 1) if tokens and seconds > 0 else None,  # before rounding
         "peak_rss_gb": peak_rss_gb(),
-        "mixed_precision": "bf16" if trainer.args.bf16 else "no",  # accelerate's name for what ran
+        "mixed_precision": mixed_precision(trainer),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         "train_loss": next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None),

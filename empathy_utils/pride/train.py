@@ -27,7 +27,7 @@ from transformers import Trainer, TrainingArguments
 from ..config import StudyConfig
 from ..errors import StudyError
 from ..prefix_sharing import shared_prompt_prefix
-from ..training import labelled_positions_only, quiet_trainer, sharing_prefix, sharing_summary, trainer_arguments
+from ..training import labelled_positions_only, mixed_precision, quiet_trainer, sharing_prefix, sharing_summary, trainer_arguments
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 from .settings import PI_FIELDS, PrideSettings
@@ -214,7 +214,7 @@ def train_pride_variant(cfg: StudyConfig, variant: str, features: list[dict], ou
         "gate_strength": student.fusion.gate_strength() if student.fusion is not None else None,
         "attention": {k[len("attention_"):]: v for k, v in means.items() if k.startswith("attention_")} or None,
         "teacher": teacher.label,
-        "mixed_precision": "bf16" if trainer.args.bf16 else "no",  # the losses themselves are fp32 (losses.py)
+        "mixed_precision": mixed_precision(trainer),  # the model's passes; the losses are fp32 (losses.py)
     }
     (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
@@ -228,7 +228,7 @@ def _save_trl(trainer, tokenizer, out_dir: Path, variant: str, label: str, secon
     losses = [h["loss"] for h in history if "loss" in h]
     summary = {"variant": variant, "trainer": label, "steps": trainer.state.global_step, "seconds": round(seconds, 1),
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "mixed_precision": "bf16" if trainer.args.bf16 else "no", **extra}
+               "mixed_precision": mixed_precision(trainer), **extra}
     (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
 
