@@ -23,7 +23,7 @@ import json
 import time
 
 import torch
-from limits import matmul_gflops, tokens_per_second_limit
+from limits import matmul_gflops, model_parameters, tokens_per_second_limit
 
 from empathy_utils.backends import LocalBackend, Sampling
 from empathy_utils.data import load_embedded_corpus
@@ -88,7 +88,7 @@ def compare_dtypes(args) -> None:
     convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     backends = {d: LocalBackend(args.model, batch_size=args.batch_sizes[0], progress=False, dtype=d) for d in args.dtypes}
-    parameters = sum(p.numel() for p in next(iter(backends.values())).model.parameters())
+    parameters = model_parameters(args.model)
     limits = {d: tokens_per_second_limit(matmul_gflops(dtype=d), parameters, 2) for d in args.dtypes}
     outs, seconds, tokens = {}, {d: [] for d in args.dtypes}, {}
     for backend in backends.values():
@@ -142,7 +142,7 @@ def main() -> None:
     # The naive baseline: one prompt at a time, nothing shared between prompts.
     backend = LocalBackend(args.model, batch_size=1, progress=False, share_prefix=False, drop_finished=False)
     backend.chat(convs[:1], Sampling(max_new_tokens=4))  # warm-up
-    parameters = sum(p.numel() for p in backend.model.parameters())
+    parameters = model_parameters(args.model)
     gflops = matmul_gflops()
     limit = tokens_per_second_limit(gflops, parameters, 2)
     print(f"{args.model}: {len(convs)} prompts, {args.max_new_tokens} new tokens max, greedy, "

@@ -94,11 +94,11 @@ def build(kind: str, model: str, batch_size: int):
 def scoring_rate(judge, seconds: float) -> dict:
     """The likelihood judge's tokens per second (prompt and reply tokens of every distinct row it
     scored, padding excluded), beside the forward-pass limit of this CPU measured just after."""
-    from limits import matmul_gflops, tokens_per_second_limit
+    from limits import matmul_gflops, model_parameters, tokens_per_second_limit
 
     tokens = sum(len(prompt) + len(answer) for prompt, answer in judge.memo)
     gflops = matmul_gflops()
-    limit = tokens_per_second_limit(gflops, sum(p.numel() for p in judge.model.parameters()), 2)
+    limit = tokens_per_second_limit(gflops, model_parameters(judge.spec), 2)
     rate = tokens / seconds
     print(f"  {'':<15} {tokens} tokens scored, {rate:.0f} tok/s: {rate / limit:.0%} of the forward-pass limit "
           f"({limit:.0f} tok/s at {gflops:.0f} GFLOP/s fp32 matmul, measured now)")

@@ -30,6 +30,15 @@ def tokens_per_second_limit(gflops: float, parameters: int, flops_per_parameter:
     return gflops * 1e9 / (flops_per_parameter * parameters)
 
 
+def model_parameters(spec: str) -> int:
+    """The parameters of model ``spec`` as loaded for training (plain layers). An inference model's
+    linear layers hold oneDNN-packed weights (``empathy_utils.packed_linear``) that ``parameters()``
+    does not list, so its own count would be too small."""
+    from empathy_utils.models import load_model
+
+    return sum(p.numel() for p in load_model(spec).parameters())
+
+
 if __name__ == "__main__":
     from empathy_utils.models import cpu_has_bf16_units
 

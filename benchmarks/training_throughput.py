@@ -22,8 +22,10 @@ and prints both times and their ratio. With ``--prefix-sharing`` it trains the r
 steps (their own epochs; DPO from the run's SFT adapter) with and without running each batch's shared
 prompt prefix once (``sft/dpo.share_prompt_prefix``, ``empathy_utils.prefix_sharing``), in one process,
 and prints the times, the tokens the model ran and the losses side by side. With ``--precision`` it
-trains the run's whole SFT and DPO steps in fp32 and in mixed bf16, alternating. It measures; it
-asserts nothing.
+trains the run's whole SFT and DPO steps in fp32 and in mixed bf16, alternating. With ``--packing`` it
+trains them with LoRA's frozen base layers on plain ``nn.Linear`` and on weights packed for oneDNN
+(``empathy_utils.packed_linear``; ``EMPATHY_PACKED_LINEAR=0`` is the old path), alternating. It
+measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -49,11 +51,18 @@ def main() -> None:
                         help="with --dpo-reference: epochs instead of the run's own (the paper: 3)")
     parser.add_argument("--prefix-sharing", action="store_true",
                         help="time the run's whole SFT and DPO steps with and without the shared prompt prefix")
-    parser.add_argument("--only", choices=("sft", "dpo"), help="with --prefix-sharing or --precision: this step alone")
+    parser.add_argument("--only", choices=("sft", "dpo"),
+                        help="with --prefix-sharing, --precision or --packing: this step alone")
     parser.add_argument("--precision", action="store_true",
                         help="train the run's whole SFT and DPO steps in fp32 and in mixed bf16 (sft/dpo.bf16), "
                              "alternating, two of each, in one process")
+    parser.add_argument("--packing", action="store_true",
+                        help="train the run's whole SFT and DPO steps on plain and on packed frozen weights, "
+                             "alternating (--repeats of each), in one process")
+    parser.add_argument("--repeats", type=int, default=2, help="with --packing: runs of each path")
     args = parser.parse_args()
+    if args.packing:
+        return compare_packing(Path(args.run), args.only, args.repeats)
     if args.prefix_sharing:
         return compare_prefix_sharing(Path(args.run), args.only)
     if args.precision:
@@ -137,6 +146,41 @@ def compare_precision(run: Path, only: str | None = None) -> None:
         bf16 = sum(r["seconds"] for r in results[f"{step}_bf16"])
         results[f"{step}_speed-up"] = round(fp32 / bf16, 2)
         print(f"  {step.upper()}: fp32 {fp32:.1f} s against bf16 {bf16:.1f} s over two runs each: {fp32 / bf16:.2f}x")
+    print(json.dumps(results))
+
+
+def compare_packing(run: Path, only: str | None = None, repeats: int = 2) -> None:
+    """The run's SFT and DPO steps as the study trains them (fp32 here), with LoRA's frozen base layers
+    plain and packed for oneDNN, plain / packed / packed / plain, so that both see the same hours."""
+    import os
+
+    from empathy_utils.config import load_config
+    from empathy_utils.training import train_dpo, train_sft
+
+    cfg = load_config(run / "params.yaml")
+    order = [i % 2 != (i // 2) % 2 for i in range(2 * repeats)]  # plain, packed, packed, plain, ...
+    results = {}
+    for step, train in (("sft", train_sft), ("dpo", train_dpo)):
+        if only and step != only:
+            continue
+        for packed in order:
+            os.environ["EMPATHY_PACKED_LINEAR"] = "1" if packed else "0"
+            with tempfile.TemporaryDirectory() as scratch:
+                shutil.copytree(run / "data", Path(scratch) / "data")
+                if step == "dpo":
+                    shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
+                summary = train(cfg, scratch)
+            key = f"{step}_{'packed' if packed else 'plain'}"
+            results.setdefault(key, []).append({k: summary[k] for k in ("seconds", "tokens", "last_loss", "peak_rss_gb",
+                                                                        "packed_layers", "mixed_precision")})
+            print(f"  {step.upper()} {'packed' if packed else 'plain '}: {summary['steps']} steps, {summary['seconds']} s, "
+                  f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
+                  f"{summary['packed_layers']} layers packed, precision {summary['mixed_precision']}", flush=True)
+        plain = sum(r["seconds"] for r in results[f"{step}_plain"])
+        packed = sum(r["seconds"] for r in results[f"{step}_packed"])
+        results[f"{step}_speed-up"] = round(plain / packed, 2)
+        print(f"  {step.upper()}: plain {plain:.1f} s against packed {packed:.1f} s: {plain / packed:.2f}x")
+    os.environ.pop("EMPATHY_PACKED_LINEAR", None)
     print(json.dumps(results))
 
 

@@ -72,6 +72,15 @@ def mixed_precision(trainer) -> str:
     return "bf16" if trainer.args.bf16 else "no"
 
 
+def pack_frozen_weights(trainer) -> int:
+    """Before ``trainer.train()``: in fp32 on a CPU, the frozen base layers get weights packed once for
+    oneDNN (:func:`packed_linear.pack_frozen_layers`; SFT and DPO steps measured in
+    benchmarks/README.md); under mixed bf16 they stay as they are. Returns how many layers were packed."""
+    from .packed_linear import pack_frozen_layers
+
+    return 0 if trainer.args.bf16 else pack_frozen_layers(trainer.model)
+
+
 def peak_rss_gb() -> float:
     """The largest resident memory this process has held so far, in GB (Linux reports kB)."""
     import resource
@@ -267,10 +276,11 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
     start = time.time()
+    packed = pack_frozen_weights(trainer)
     with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data)} | sharing_summary(sharing))
+                 {"examples": len(data), "packed_layers": packed} | sharing_summary(sharing))
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -316,11 +326,12 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
         with no_tqdm_bars():  # TRL's bar over the reference pass
             trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                                                processing_class=tokenizer))
+        packed = pack_frozen_weights(trainer)
         trainer.train()
     history = trainer.state.log_history
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-    extra = {"pairs": len(data), "last_reward_margin": margins[-1] if margins else None,
+    extra = {"pairs": len(data), "packed_layers": packed, "last_reward_margin": margins[-1] if margins else None,
              "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing)
     return _save(trainer, tokenizer, out, time.time() - start, extra)
 

@@ -108,7 +108,8 @@ class LikelihoodJudge(ScoreJudge):
         # (prompt ids, answer ids) -> mean log-probability; shared by judges on the same model it
         # lets several framings and scores reuse each other's forward passes.
         self.memo = memo if memo is not None else {}
-        self.model = model if model is not None else load_model(spec)
+        # Scoring only: the inference placement (a GPU when present), in fp32 as the judge was measured.
+        self.model = model if model is not None else load_model(spec, dtype="float32")
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="right")
         if condition != "plain" and not getattr(self.tokenizer, "chat_template", None):
             from ..errors import StudyError
@@ -200,15 +201,19 @@ def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[in
                 pos_idx.append(len(prompt) + k - 1)
                 targets.append(t)
                 owner.append(j)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        at = (torch.tensor(rows_idx, device=model.device), torch.tensor(pos_idx, device=model.device))
         with torch.inference_mode():
             if head is not None:
                 hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-                logits = head(hidden[torch.tensor(rows_idx), torch.tensor(pos_idx)]).float()
+                logits = head(hidden[at]).float()
             else:
-                logits = model(input_ids=ids, attention_mask=mask).logits[torch.tensor(rows_idx), torch.tensor(pos_idx)].float()
+                logits = model(input_ids=ids, attention_mask=mask).logits[at].float()
             if softcap:
                 logits = torch.tanh(logits / softcap) * softcap
-            token_lp = torch.log_softmax(logits, dim=-1)[torch.arange(len(targets)), torch.tensor(targets)]
+            picked = torch.arange(len(targets), device=logits.device), torch.tensor(targets, device=logits.device)
+            token_lp = torch.log_softmax(logits, dim=-1)[picked]
+            token_lp = token_lp.cpu()
         sums = np.zeros(len(batch))
         counts = np.zeros(len(batch))
         np.add.at(sums, owner, token_lp.numpy())

@@ -1,0 +1,102 @@
+"""Linear layers with weights pre-packed for oneDNN, for models that only run inference on a CPU.
+
+``nn.Linear`` hands its weight to the matrix-multiply library in the layout it is stored in, and the
+library re-arranges it into its own blocked layout on every call. At the shapes of batched decoding
+(32-64 rows against the 576 x 1536 and 49,152 x 576 matrices of SmolLM2-135M) that re-arrangement is
+a large share of the call: on this 2-core CPU ``F.linear`` ran them at 39-88 GFLOP/s, oneDNN on a
+weight packed once at 105-128 GFLOP/s (benchmarks/README.md). torch's own compiler does the same
+when it freezes a model for CPU inference (``mkldnn._reorder_linear_weight`` and
+``mkldnn._linear_pointwise``, the ops used here); this module does it without compiling, so shapes
+may change every step (rows leave the batch as they finish, the cache grows).
+
+The products are fp32 products summed in another order: equal to ``F.linear``'s to fp32 rounding
+(about 1e-6 relative), not bit for bit, the same kind of difference as between two CPUs' instruction
+sets. Greedy replies can therefore differ where two tokens' scores are within rounding; on the
+default study's 32 student prompts all 32 replies were identical (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+class _PackedProduct(torch.autograd.Function):
+    """``x @ W.T + b`` on packed weights. oneDNN's op has no gradient of its own (torch would backpropagate
+    through it silently wrong), so this gives it one: the input's, from ``W`` packed the other way
+    round, where the layer keeps it; the weight and bias are frozen and get none."""
+
+    @staticmethod
+    def forward(ctx, x, packed_weight, bias, packed_transpose):
+        ctx.packed_transpose = packed_transpose
+        return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.packed_transpose is None:
+            raise RuntimeError("a PackedLinear packed for inference has no gradient; pack with input_gradient=True")
+        return torch.ops.mkldnn._linear_pointwise(grad, ctx.packed_transpose, None, "none", [], ""), None, None, None
+
+
+class PackedLinear(nn.Module):
+    """A frozen ``nn.Linear`` on a weight packed for oneDNN once, at construction. With
+    ``input_gradient`` it also packs the transposed weight, so gradients flow to its input (the frozen
+    base layers of LoRA training); without, backward raises. The plain weight is not kept."""
+
+    def __init__(self, linear: nn.Linear, input_gradient: bool = False):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight)
+        self.packed_transpose = (torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous())
+                                 if input_gradient else None)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _PackedProduct.apply(x, self.packed_weight, self.bias, self.packed_transpose)
+
+    def extra_repr(self) -> str:
+        grad = ", input gradient" if self.packed_transpose is not None else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN{grad}"
+
+
+def packing_applies(model) -> bool:
+    """Whether :func:`pack_linear_layers` may pack ``model``: fp32 weights on a CPU whose torch has
+    oneDNN, and not switched off with ``EMPATHY_PACKED_LINEAR=0`` (kept for benchmarks: the old path
+    beside the new). bf16 weights are left as they are: not measured here (no bf16 units)."""
+    if os.environ.get("EMPATHY_PACKED_LINEAR") == "0":
+        return False
+    return model.device.type == "cpu" and model.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+
+
+def pack_linear_layers(model) -> int:
+    """Replace every plain ``nn.Linear`` in an inference-only ``model`` by a :class:`PackedLinear`
+    (where :func:`packing_applies`); returns how many were replaced. The model can no longer be
+    trained or saved: only models loaded for inference (``models.load_model(dtype=...)``) are packed."""
+    if not packing_applies(model):
+        return 0
+    return _replace(model, lambda name, layer: True, input_gradient=False)
+
+
+def pack_frozen_layers(model) -> int:
+    """For LoRA training in fp32 on a CPU: replace LoRA's frozen base layers (PEFT's ``base_layer``) by
+    :class:`PackedLinear` layers that pass gradients to their input. Everything else stays as it is:
+    the adapters' A and B (trainable, or frozen copies such as DPO's reference adapter) and the output
+    layer (TRL reads its weight to score only the labelled positions). Returns how many were replaced;
+    the saved adapter is unchanged (it holds LoRA's weights only)."""
+    if not packing_applies(model):
+        return 0
+    return _replace(model, lambda name, layer: name == "base_layer" and not layer.weight.requires_grad,
+                    input_gradient=True)
+
+
+def _replace(model, wanted, input_gradient: bool) -> int:
+    replaced = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear and wanted(name, child):
+                setattr(module, name, PackedLinear(child, input_gradient=input_gradient))
+                replaced += 1
+    return replaced
