@@ -18,7 +18,8 @@ generating anything first. Configurations:
                   its ``num_generations`` copies (the defaults; the ``pride`` profile's 2 copies, 48 tokens).
 
 Reports the median wall time of the steps after the first (warm-up) and the process's peak resident
-memory. ``--precisions fp32 bf16`` runs every mode in both (``pride.bf16`` false, then true: mixed bf16,
+memory. ``--packings plain packed`` runs every mode with LoRA's frozen base layers plain and packed for
+oneDNN (``empathy_utils.packed_linear``; packed is the study's way in fp32 on a CPU). ``--precisions fp32 bf16`` runs every mode in both (``pride.bf16`` false, then true: mixed bf16,
 the losses in fp32) and prints the ratio; the default, ``auto``, is what the study picks on this host.
 It measures; it asserts nothing.
 """
@@ -66,9 +67,10 @@ def run_one(mode: str, args) -> dict:
 
     from empathy_utils.config import StudyConfig
     from empathy_utils.models import load_tokenizer
+    from empathy_utils.packed_linear import packed_count
     from empathy_utils.pride.data import build_features
     from empathy_utils.pride.train import make_pride_trainer
-    from empathy_utils.training import quiet_libraries
+    from empathy_utils.training import pack_frozen_weights, quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -115,6 +117,7 @@ def run_one(mode: str, args) -> dict:
         sft_args = SFTConfig(**trainer_arguments(cfg.pride, out, 0), max_length=384)  # pride.bf16, as the baseline
         trainer = SFTTrainer(model=load_model(args.model), args=sft_args, train_dataset=data,
                              processing_class=load_tokenizer(args.model, padding_side="right"), peft_config=lora_config(cfg))
+        pack_frozen_weights(trainer)  # as the study's black-box SFT does
         tokens = None
     else:
         if mode == "ce-only":
@@ -130,7 +133,8 @@ def run_one(mode: str, args) -> dict:
     steady = times[1:] or times
     # SDFT samples its replies, so its steps differ in length: report the replies' mean length too
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
-    return {"mode": mode, "precision": "bf16" if trainer.args.bf16 else "fp32", "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
+    return {"mode": mode, "precision": "bf16" if trainer.args.bf16 else "fp32",
+            "packing": "packed" if packed_count(trainer.model) else "plain", "steps": len(times), "seconds_per_step": round(statistics.median(steady), 2),
             "first_step_seconds": round(times[0], 2), "total_seconds": round(sum(times), 1),
             "mean_reply_tokens": round(statistics.mean(lengths), 1) if lengths else None, "batch_size": args.batch_size,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -145,6 +149,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="+", default=["auto"], choices=list(PRECISIONS))
+    parser.add_argument("--packings", nargs="+", default=["packed"], choices=("plain", "packed"),
+                        help="frozen base layers on plain nn.Linear (EMPATHY_PACKED_LINEAR=0) and/or packed for oneDNN "
+                             "(the study's way in fp32 on a CPU)")
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS), help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,10 +159,11 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one, args)), flush=True)
         return
     results = []
-    for mode, precision in ((m, p) for m in args.modes for p in args.precisions):
+    for mode, precision, packing in ((m, p, k) for m in args.modes for p in args.precisions for k in args.packings):
         cmd = [sys.executable, __file__, "--one", mode, "--model", args.model, "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--precision", precision]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
+        env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "EMPATHY_PACKED_LINEAR": "1" if packing == "packed" else "0"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(f"{mode}: failed\n{proc.stderr[-2000:]}")
@@ -163,8 +171,13 @@ def main() -> None:
         results.append(json.loads(line[len("RESULT "):]))
         r = results[-1]
         replies = f"  replies {r['mean_reply_tokens']} tokens" if r["mean_reply_tokens"] else ""
-        print(f"{mode:<12} {r['precision']} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s, "
+        print(f"{mode:<12} {r['precision']} {r['packing']:<6} {r['seconds_per_step']:6.2f} s/step (first {r['first_step_seconds']:.1f} s, "
               f"all {r['total_seconds']:.0f} s)  peak RSS {r['peak_rss_mb']:5d} MB{replies}", flush=True)
+    for mode in args.modes:
+        by = {r["packing"]: r for r in results if r["mode"] == mode and r["precision"] == "fp32"}
+        if {"plain", "packed"} <= set(by):
+            print(f"{mode:<12} packed against plain (fp32): x{by['plain']['seconds_per_step'] / by['packed']['seconds_per_step']:.2f} "
+                  f"faster per step, peak RSS {by['packed']['peak_rss_mb'] - by['plain']['peak_rss_mb']:+d} MB")
     for mode in args.modes:
         by = {r["precision"]: r for r in results if r["mode"] == mode}
         if {"fp32", "bf16"} <= set(by):

@@ -57,6 +57,10 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _PackedProduct.apply(x, self.packed_weight, self.bias, self.packed_transpose)
 
+    def dense_weight(self) -> torch.Tensor:
+        """The weight as ``nn.Linear`` held it (oneDNN unpacks its copy exactly): for checks, not for speed."""
+        return self.packed_weight.to_dense()
+
     def extra_repr(self) -> str:
         grad = ", input gradient" if self.packed_transpose is not None else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN{grad}"
@@ -68,7 +72,9 @@ def packing_applies(model) -> bool:
     beside the new). bf16 weights are left as they are: not measured here (no bf16 units)."""
     if os.environ.get("EMPATHY_PACKED_LINEAR") == "0":
         return False
-    return model.device.type == "cpu" and model.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+    first = next(model.parameters(), None)  # any nn.Module (PRIDE's student wraps its language model)
+    return (first is not None and first.device.type == "cpu" and first.dtype == torch.float32
+            and torch.backends.mkldnn.is_available())
 
 
 def pack_linear_layers(model) -> int:
@@ -100,3 +106,8 @@ def _replace(model, wanted, input_gradient: bool) -> int:
                 setattr(module, name, PackedLinear(child, input_gradient=input_gradient))
                 replaced += 1
     return replaced
+
+
+def packed_count(model) -> int:
+    """How many of ``model``'s layers run on packed weights (a train log records it)."""
+    return sum(isinstance(m, PackedLinear) for m in model.modules())

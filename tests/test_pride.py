@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from empathy_utils.config import StudyConfig, load_config, profile_path
 from empathy_utils.errors import ConfigError
 from empathy_utils.models import load_model
+from empathy_utils.packed_linear import PackedLinear
 from empathy_utils.pride.data import (
     PrideCollator,
     TeacherLog,
@@ -179,6 +180,10 @@ def test_a_training_step_moves_lora_and_module_weights_and_no_base_weight(traine
     assert all(torch.equal(before[n], after[n]) for n in base), "a base weight moved"
     fresh = load_model(cfg.model.name_or_path).state_dict()
     tuned = student.lm.get_base_model().state_dict()
+    packed = {f"{name}.weight": m.dense_weight() for name, m in student.lm.get_base_model().named_modules()
+              if isinstance(m, PackedLinear)}  # fp32 on a CPU: the frozen base layers run on packed copies
+    assert packed, "the frozen base layers are packed (fp32 on a CPU)"
+    tuned.update(packed)
     for name, value in fresh.items():
         other = tuned.get(name.replace(".weight", ".base_layer.weight"), tuned.get(name))
         assert other is not None, name
@@ -203,6 +208,7 @@ def test_pride_trains_in_mixed_bf16_when_asked_and_logs_it(tiny_data, tmp_path):
     out = tmp_path / "pride"
     summary = train_pride_variant(cfg, "pride", features, out)
     assert summary["mixed_precision"] == "bf16"
+    assert summary["packed_layers"] == 0, "under autocast the base layers stay plain (packing is fp32's)"
     assert all(math.isfinite(summary[k]) and summary[k] > 0 for k in ("mean_ce", "mean_rkl", "mean_mmd")), summary
     weights = load_file(str(out / "adapter_model.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values()), "the adapter is kept in fp32"
@@ -217,6 +223,27 @@ def test_pride_trains_in_mixed_bf16_when_asked_and_logs_it(tiny_data, tmp_path):
     old_log = {k: v for k, v in fp32.items() if k != "mixed_precision"}  # trained before pride.bf16 existed: fp32
     table = pride_training_table([summary | {"variant": "pride"}, fp32 | {"variant": "sdft"}, old_log | {"variant": "pride-no-pi"}])
     assert table["precision"].tolist() == ["bf16 (mixed)", "fp32", "fp32"]
+
+
+def test_pride_on_packed_base_layers_learns_what_it_learns_on_plain_ones(tiny_data, tmp_path, monkeypatch):
+    """In fp32 on a CPU the student's frozen base layers (shared with the teacher's pass) run on weights
+    packed for oneDNN: the same losses and the same trained LoRA and module weights, to fp32 rounding."""
+    from empathy_utils.pride.train import train_pride_variant
+
+    features = tiny_data[-1]
+    cfg = _cfg("pride.max_steps=2")
+    monkeypatch.setenv("EMPATHY_PACKED_LINEAR", "0")
+    plain = train_pride_variant(cfg, "pride", features, tmp_path / "plain")
+    monkeypatch.delenv("EMPATHY_PACKED_LINEAR")
+    packed = train_pride_variant(cfg, "pride", features, tmp_path / "packed")
+    assert plain["packed_layers"] == 0 and packed["packed_layers"] > 0
+    for term in ("mean_ce", "mean_rkl", "mean_mmd", "last_loss"):
+        assert packed[term] == pytest.approx(plain[term], rel=1e-4), term
+    for name in ("adapter_model.safetensors",):
+        old, new = load_file(str(tmp_path / "plain" / name)), load_file(str(tmp_path / "packed" / name))
+        assert any(v.abs().sum() > 0 for k, v in old.items() if "lora_B" in k)
+        for key, value in old.items():
+            torch.testing.assert_close(new[key], value, rtol=1e-3, atol=1e-6)
 
 
 def test_a_students_fingerprint_follows_bf16_as_it_resolves(tmp_path, monkeypatch):
@@ -366,6 +393,7 @@ def test_the_baselines_train_lora_adapters_with_trl(tiny_data, tmp_path):
         weights = load_file(str(folder / "adapter_model.safetensors"))
         assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)
     assert sdft["distillation_topk"] == len(tokenizer), "top-k is lowered to the vocabulary's size"
+    assert black["packed_layers"] > 0 and sdft["packed_layers"] > 0, "fp32 on a CPU: frozen base layers packed"
     # the black-box baseline is TRL's SFT: its batches run the student prompt's shared definitions once
     assert black["prefix_sharing"]["shared_batches"] == black["prefix_sharing"]["batches"] > 0
     assert black["prefix_sharing"]["tokens_run"] < black["prefix_sharing"]["tokens_in_batches"]

@@ -27,7 +27,9 @@ from transformers import Trainer, TrainingArguments
 from ..config import StudyConfig
 from ..errors import StudyError
 from ..prefix_sharing import shared_prompt_prefix
-from ..training import labelled_positions_only, mixed_precision, quiet_trainer, sharing_prefix, sharing_summary, trainer_arguments
+from ..packed_linear import packed_count
+from ..training import (labelled_positions_only, mixed_precision, pack_frozen_weights, quiet_trainer, sharing_prefix,
+                        sharing_summary, trainer_arguments)
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 from .settings import PI_FIELDS, PrideSettings
@@ -181,6 +183,7 @@ def make_pride_trainer(cfg: StudyConfig, variant: str, features: list[dict], out
     args = TrainingArguments(**trainer_arguments(p, out_dir, cfg.run.seed), remove_unused_columns=False, label_names=[])
     trainer = quiet_trainer(PrideTrainer(model=student, args=args, train_dataset=features, data_collator=collator,
                                   optimizers=(_optimizer(student, p), None), teacher=teacher, settings=p))
+    pack_frozen_weights(trainer)  # the frozen base layers, in fp32 on a CPU (the teacher's pass shares them)
     return trainer, tokenizer
 
 
@@ -215,6 +218,7 @@ def train_pride_variant(cfg: StudyConfig, variant: str, features: list[dict], ou
         "attention": {k[len("attention_"):]: v for k, v in means.items() if k.startswith("attention_")} or None,
         "teacher": teacher.label,
         "mixed_precision": mixed_precision(trainer),  # the model's passes; the losses are fp32 (losses.py)
+        "packed_layers": packed_count(student),
     }
     (out_dir / "train_log.json").write_text(json.dumps({"summary": summary, "history": history}, indent=2))
     return summary
@@ -252,10 +256,11 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
+    packed = pack_frozen_weights(trainer)
     with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows)} | sharing_summary(sharing))
+                     time.time() - start, {"examples": len(rows), "packed_layers": packed} | sharing_summary(sharing))
 
 
 def make_sdft_trainer(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path):
@@ -282,6 +287,7 @@ def make_sdft_trainer(cfg: StudyConfig, examples: list[dict], privileged: list[s
     trainer_class = StudyRolloutSDFTTrainer if p.sdft_rollouts == "study" else SDFTTrainer
     trainer = quiet_trainer(trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                           processing_class=tokenizer, peft_config=lora_config(cfg)))
+    pack_frozen_weights(trainer)
     return trainer, tokenizer
 
 
@@ -295,6 +301,7 @@ def train_sdft(cfg: StudyConfig, examples: list[dict], privileged: list[str], ou
     with shared_prompt_prefix(trainer.model, sharing_prefix(cfg, p)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "sdft", "TRL experimental SDFTTrainer (teacher = base model + PI)",
-                     time.time() - start, {"examples": len(examples), "distillation_topk": trainer.args.distillation_topk,
+                     time.time() - start, {"examples": len(examples), "packed_layers": packed_count(trainer.model),
+                                           "distillation_topk": trainer.args.distillation_topk,
                                            "num_generations": p.sdft_num_generations, "rollouts": p.sdft_rollouts}
                      | sharing_summary(sharing))
