@@ -120,68 +120,68 @@ def main() -> None:
     print(json.dumps(results))
 
 
-def compare_precision(run: Path, only: str | None = None) -> None:
-    """The run's SFT and DPO steps as the study trains them, in fp32 and in mixed bf16 (what ``bf16: auto``
-    picks on hardware with bf16 units), fp32 / bf16 / bf16 / fp32 so that both see the same hours."""
-    from empathy_utils.config import load_config
+def train_step_in_scratch(run: Path, step: str, cfg):
+    """One of the run's training steps as the study trains it, in a scratch copy of its inputs (DPO
+    continues the run's own SFT adapter), so the run's adapters are untouched."""
     from empathy_utils.training import train_dpo, train_sft
 
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(run / "data", Path(scratch) / "data")
+        if step == "dpo":
+            shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
+        return (train_sft if step == "sft" else train_dpo)(cfg, scratch)
+
+
+def alternate_two_paths(run: Path, paths: tuple[str, str], configure, only: str | None = None,
+                        repeats: int = 2) -> None:
+    """Train the run's whole SFT and DPO steps on two paths in the order A, B, B, A, ... (so both see the
+    same hours on a shared machine) and print each time and the ratio of A's total to B's.
+    ``configure(step, second_path)`` returns the config to train with (and may set the environment)."""
+    order = [i % 2 != (i // 2) % 2 for i in range(2 * repeats)]
     results = {}
-    for step, train in (("sft", train_sft), ("dpo", train_dpo)):
+    for step in ("sft", "dpo"):
         if only and step != only:
             continue
-        for bf16 in (False, True, True, False):
-            cfg = load_config(run / "params.yaml", [f"{step}.bf16={'true' if bf16 else 'false'}"])
-            with tempfile.TemporaryDirectory() as scratch:
-                shutil.copytree(run / "data", Path(scratch) / "data")
-                if step == "dpo":
-                    shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
-                summary = train(cfg, scratch)
-            key = f"{step}_{'bf16' if bf16 else 'fp32'}"
-            results.setdefault(key, []).append({k: summary[k] for k in ("seconds", "tokens", "last_loss", "peak_rss_gb")})
-            print(f"  {step.upper()} {'bf16' if bf16 else 'fp32'}: {summary['steps']} steps, {summary['seconds']} s, "
+        for second in order:
+            summary = train_step_in_scratch(run, step, configure(step, second))
+            path = paths[second]
+            results.setdefault(f"{step}_{path}", []).append(
+                {k: summary.get(k) for k in ("seconds", "tokens", "last_loss", "peak_rss_gb", "packed_layers",
+                                             "mixed_precision")})
+            print(f"  {step.upper()} {path}: {summary['steps']} steps, {summary['seconds']} s, "
                   f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
+                  f"{summary.get('packed_layers')} layers packed, precision {summary.get('mixed_precision')}, "
                   f"peak RSS {summary['peak_rss_gb']} GB", flush=True)
-        fp32 = sum(r["seconds"] for r in results[f"{step}_fp32"])
-        bf16 = sum(r["seconds"] for r in results[f"{step}_bf16"])
-        results[f"{step}_speed-up"] = round(fp32 / bf16, 2)
-        print(f"  {step.upper()}: fp32 {fp32:.1f} s against bf16 {bf16:.1f} s over two runs each: {fp32 / bf16:.2f}x")
+        first, then = (sum(r["seconds"] for r in results[f"{step}_{path}"]) for path in paths)
+        results[f"{step}_speed-up"] = round(first / then, 2)
+        print(f"  {step.upper()}: {paths[0]} {first:.1f} s against {paths[1]} {then:.1f} s over {repeats} runs each: "
+              f"{first / then:.2f}x")
     print(json.dumps(results))
+
+
+def compare_precision(run: Path, only: str | None = None) -> None:
+    """The run's SFT and DPO steps in fp32 and in mixed bf16 (what ``bf16: auto`` picks on hardware with
+    bf16 units)."""
+    from empathy_utils.config import load_config
+
+    alternate_two_paths(run, ("fp32", "bf16"), only=only, configure=lambda step, bf16: load_config(
+        run / "params.yaml", [f"{step}.bf16={'true' if bf16 else 'false'}"]))
 
 
 def compare_packing(run: Path, only: str | None = None, repeats: int = 2) -> None:
-    """The run's SFT and DPO steps as the study trains them (fp32 here), with LoRA's frozen base layers
-    plain and packed for oneDNN, plain / packed / packed / plain, so that both see the same hours."""
+    """The run's SFT and DPO steps (fp32 here) with LoRA's frozen base layers plain and packed for oneDNN."""
     import os
 
     from empathy_utils.config import load_config
-    from empathy_utils.training import train_dpo, train_sft
 
-    cfg = load_config(run / "params.yaml")
-    order = [i % 2 != (i // 2) % 2 for i in range(2 * repeats)]  # plain, packed, packed, plain, ...
-    results = {}
-    for step, train in (("sft", train_sft), ("dpo", train_dpo)):
-        if only and step != only:
-            continue
-        for packed in order:
-            os.environ["EMPATHY_PACKED_LINEAR"] = "1" if packed else "0"
-            with tempfile.TemporaryDirectory() as scratch:
-                shutil.copytree(run / "data", Path(scratch) / "data")
-                if step == "dpo":
-                    shutil.copytree(run / "models" / "sft", Path(scratch) / "models" / "sft")
-                summary = train(cfg, scratch)
-            key = f"{step}_{'packed' if packed else 'plain'}"
-            results.setdefault(key, []).append({k: summary[k] for k in ("seconds", "tokens", "last_loss", "peak_rss_gb",
-                                                                        "packed_layers", "mixed_precision")})
-            print(f"  {step.upper()} {'packed' if packed else 'plain '}: {summary['steps']} steps, {summary['seconds']} s, "
-                  f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
-                  f"{summary['packed_layers']} layers packed, precision {summary['mixed_precision']}", flush=True)
-        plain = sum(r["seconds"] for r in results[f"{step}_plain"])
-        packed = sum(r["seconds"] for r in results[f"{step}_packed"])
-        results[f"{step}_speed-up"] = round(plain / packed, 2)
-        print(f"  {step.upper()}: plain {plain:.1f} s against packed {packed:.1f} s: {plain / packed:.2f}x")
-    os.environ.pop("EMPATHY_PACKED_LINEAR", None)
-    print(json.dumps(results))
+    def configure(step: str, packed: bool):
+        os.environ["EMPATHY_PACKED_LINEAR"] = "1" if packed else "0"
+        return load_config(run / "params.yaml")
+
+    try:
+        alternate_two_paths(run, ("plain", "packed"), configure, only=only, repeats=repeats)
+    finally:
+        os.environ.pop("EMPATHY_PACKED_LINEAR", None)
 
 
 def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:
