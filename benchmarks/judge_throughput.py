@@ -1,6 +1,7 @@
 """Pairs judged per second by each judge on this machine (not a test; prints figures).
 
     python benchmarks/judge_throughput.py [--pairs 48] [--judges longer likelihood packaged stacked embedding-head writer-style cross-encoder stacked-judges reward-model pairwise-llm]
+    python benchmarks/judge_throughput.py --prefix-sharing [--pairs 96]
 
 ``packaged`` is the judge ``judge.fallback: auto`` uses without research data (rebuilt from the
 packaged measurement, framing and tie band included); ``stacked`` is the stacked judge's feature
@@ -106,6 +107,34 @@ def scoring_rate(judge, seconds: float) -> dict:
             "matmul_gflops": round(gflops, 1)}
 
 
+def compare_prefix_sharing(items: list[dict], repeats: int = 2) -> None:
+    """The packaged judge (likelihood PMI: every row of its speaker-free pass begins alike, and the chat
+    template's system turn begins every conditional row) scoring the pairs' distinct replies with the
+    shared prefix run once per batch and once per row: plain, shared, shared, plain, ... each from an
+    empty memo; seconds, ratio and the largest change of a score."""
+    from empathy_utils.judges import scoring
+
+    judge, original = build("packaged", "", 16), scoring.mean_log_probabilities
+    seconds, scores = {False: [], True: []}, {}
+    try:
+        for share in [i % 2 != (i // 2) % 2 for i in range(2 * repeats)]:
+            scoring.mean_log_probabilities = lambda *a, share=share, **k: original(*a, share_prefix=share, **k)
+            judge.memo.clear()
+            start = time.time()
+            records = judge.judge(items)
+            seconds[share].append(time.time() - start)
+            scores[share] = np.array([r["score_a"] for r in records] + [r["score_b"] for r in records])
+            print(f"  prefix {'once per batch' if share else 'once per row  '}: {seconds[share][-1]:.1f} s", flush=True)
+    finally:
+        scoring.mean_log_probabilities = original
+    ratio = sum(seconds[False]) / sum(seconds[True])
+    change = float(np.abs(scores[True] - scores[False]).max())
+    print(f"  {judge.name}\n  {ratio:.2f}x faster with the shared prefix run once; largest change of a score {change:.1e}")
+    print(json.dumps({"per_row_seconds": [round(x, 2) for x in seconds[False]],
+                      "shared_seconds": [round(x, 2) for x in seconds[True]], "speed_up": round(ratio, 2),
+                      "largest_score_change": change}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=48)
@@ -114,7 +143,12 @@ def main() -> None:
     parser.add_argument("--judges", nargs="+",
                         default=["longer", "likelihood", "packaged", "stacked", "embedding-head", "writer-style", "cross-encoder",
                                  "stacked-judges", "reward-model", "pairwise-llm"])
+    parser.add_argument("--prefix-sharing", action="store_true",
+                        help="instead: the packaged (data-free) judge's scoring with the prefix its rows share run "
+                             "once per batch and once per row, alternating, in one process")
     args = parser.parse_args()
+    if args.prefix_sharing:
+        return compare_prefix_sharing(make_pairs(args.pairs))
     items = make_pairs(args.pairs)
     distinct = len({(it["context"], it["utterance"], it[s]) for it in items for s in ("response_a", "response_b")})
     print(f"{args.pairs} pairs ({distinct} distinct replies) from the embedded corpus; model {args.model}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,38 @@ def test_likelihood_is_the_mean_log_probability_of_the_reply(likelihood):
     batch = likelihood.score([("c", "I miss him.")] * 3, ["He sounds like a wonderful friend.", "No.",
                                                           "A much longer reply " * 8])
     assert batch[0] == pytest.approx(expected, abs=1e-4)
+
+
+def test_scoring_runs_the_prefix_a_batch_shares_once_and_gets_the_same_numbers(likelihood):
+    """The rows of a scoring batch that begin alike (a chat template's system turn; PMI's speaker-free
+    prompt) run those tokens once: fewer positions through the decoder, the same log-probabilities."""
+    from empathy_utils.judges import mean_log_probabilities
+
+    model, tok = likelihood.model, likelihood.tokenizer
+    prefix = tok.encode("Speaker: my dog died last week and the house feels empty. Listener:",
+                        add_special_tokens=False)
+    assert len(prefix) >= 16
+    rows = [(prefix + tok.encode(f" turn {i}", add_special_tokens=False),
+             tok.encode(reply, add_special_tokens=False))
+            for i, reply in enumerate(["I am so sorry.", "That must hurt a lot, losing a friend.", "Oh no.",
+                                       "He was lucky to have you."])]
+    positions = []
+    hook = model.model.layers[0].register_forward_pre_hook(
+        lambda module, args, kwargs: positions.append(kwargs.get("hidden_states", args[0] if args else None)
+                                                      .shape[:2].numel()), with_kwargs=True)
+    try:
+        plain = mean_log_probabilities(model, tok, rows, batch_size=4, share_prefix=False)
+        plain_positions = sum(positions)
+        positions.clear()
+        shared = mean_log_probabilities(model, tok, rows, batch_size=4)
+    finally:
+        hook.remove()
+    assert shared == pytest.approx(plain, abs=1e-5)
+    width = max(len(p) + len(a) for p, a in rows)
+    assert plain_positions == 4 * width
+    common = len(os.path.commonprefix([p for p, _ in rows]))  # the prefix and the word " turn"
+    assert common > len(prefix)
+    assert sum(positions) == 4 * width - 3 * common, "the shared prefix ran once, not once per row"
 
 
 def test_a_chat_framing_on_a_model_without_a_chat_template_is_a_clear_error(likelihood, tiny_spec):

@@ -172,11 +172,17 @@ class LikelihoodJudge(ScoreJudge):
             self.memo.update(zip(todo, values.tolist()))
         return np.array([self.memo[k] for k in keys], dtype=float)
 
-def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[int]]], batch_size: int = 16) -> np.ndarray:
+def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[int]]], batch_size: int = 16,
+                           share_prefix: bool = True) -> np.ndarray:
     """For each (prompt ids, answer ids): the mean log-probability of the answer's tokens given what
     precedes them. Batched longest-first; the output layer is applied only at the answer positions
-    (with a large vocabulary it is most of the cost)."""
+    (with a large vocabulary it is most of the cost). With ``share_prefix`` the tokens every row of a
+    batch begins with (a chat template's system turn; the whole prompt of PMI's speaker-free pass) run
+    once and serve every row (:mod:`empathy_utils.prefix_sharing`): the same log-probabilities within
+    float rounding, a fifth fewer positions through the model in the study's judge stage."""
     import torch
+
+    from ..prefix_sharing import shared_prompt_prefix
 
     out = np.zeros(len(rows))
     order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
@@ -203,7 +209,7 @@ def mean_log_probabilities(model, tokenizer, rows: list[tuple[list[int], list[in
                 owner.append(j)
         ids, mask = ids.to(model.device), mask.to(model.device)
         at = (torch.tensor(rows_idx, device=model.device), torch.tensor(pos_idx, device=model.device))
-        with torch.inference_mode():
+        with torch.inference_mode(), shared_prompt_prefix(model, enabled=share_prefix and head is not None):
             if head is not None:
                 hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
                 logits = head(hidden[at]).float()
