@@ -394,7 +394,8 @@ def load_reward_model(spec: str, adapter: str | None = None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-        if inference_device() != "cpu":
-            model = model.to(inference_device())
+        device = inference_device()
+        if device != "cpu":
+            model = model.to(device)
     model.eval()
     return model, tokenizer
