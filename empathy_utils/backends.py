@@ -171,7 +171,7 @@ class LocalBackend(ChatBackend):
         if not prefix:
             return None
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True, logits_to_keep=1)
         return out.past_key_values
 
     @staticmethod
@@ -266,11 +266,13 @@ class LocalBackend(ChatBackend):
             cache = self._expand_cache(prefix_cache, len(batch))
             with torch.inference_mode():
                 if cache is None:
-                    logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+                    logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
                 else:
                     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(prefix) :]
+                    # Only the last position's logits: the whole sequence's would be batch x length x vocabulary
+                    # floats (1.9 GB for 16 rows of 600 tokens) for one row of them used.
                     logits = self.model(input_ids=ids[:, len(prefix) :], attention_mask=mask, past_key_values=cache,
-                                        position_ids=positions, use_cache=True).logits[:, -1, :]
+                                        position_ids=positions, use_cache=True, logits_to_keep=1).logits[:, -1, :]
             logp = torch.log_softmax(logits.float(), dim=-1)
             for row, i in enumerate(batch):
                 results[i] = {c: float(logp[row, t]) for c, t in choice_ids.items()}

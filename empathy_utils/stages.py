@@ -19,7 +19,7 @@ from .config import DATA_REPLIERS, StudyConfig
 from .data import load_dialogues, read_jsonl, save_jsonl, subsample
 from .errors import StudyError
 from .judging import Comparison, JudgingOutput, judge_comparisons, judge_validity, make_judge, read_judge_accuracy
-from .models import model_label
+from .models import model_label, release_memory
 from .paths import cache_dir
 from .plotting import comparison_label, save_figure
 from .quality import clean_reply
@@ -74,6 +74,8 @@ def build_datasets(cfg: StudyConfig, run_dir: str | Path) -> dict:
     if log is not None and isinstance(teacher, CachedBackend):
         card["teacher_output"]["cache"] = {"new_calls": teacher.stats.new_calls,
                                            "answered_from_cache": teacher.stats.from_cache}
+    del teacher  # the local teacher's model, before the next stage of this process loads its own
+    release_memory()
     paths.data.mkdir(parents=True, exist_ok=True)
     Dataset.from_list(sft).save_to_disk(str(paths.sft_data))
     Dataset.from_list(dpo).save_to_disk(str(paths.dpo_data))
@@ -183,6 +185,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         save_jsonl(rows, paths.generation_file(student))
         summary.append(reply_summary(student, rows))
         del backend
+        release_memory()
     return pd.DataFrame(summary).set_index("student")
 
 

@@ -175,6 +175,10 @@ def reuse_or_train(folder: Path, fingerprint: str, train) -> dict:
         return json.loads((path / "train_log.json").read_text())["summary"]
 
     summary, reused = reuse_or_build(folder, fingerprint, train, stamp=adapter_stamp(folder), load=saved_summary)
+    if not reused:
+        from .models import release_memory
+
+        release_memory()  # the trainer holds its model in reference cycles; free it before the next student
     return {**summary, "fingerprint": fingerprint, "reused": reused}
 
 

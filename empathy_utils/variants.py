@@ -16,6 +16,7 @@ from .artifacts import JsonStamp, RunPaths, reuse_or_build
 from .config import StudyConfig
 from .data import read_jsonl
 from .errors import StudyError
+from .models import release_memory
 from .plotting import save_figure
 
 METHOD_SHORT = {"direct": "M1 direct", "improve-human": "M2 improve human", "improve-initial": "M3 improve initial"}
@@ -103,6 +104,7 @@ def run_variants(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
         row, _ = reuse_or_build(root, hashes["judge"], partial(_judge_variant, cfg, vcfg, variant["name"], paths, judge),
                                 stamp=JsonStamp(record, "judged"), load=lambda _: json.loads(record.read_text())["row"])
         rows.append(row)
+        release_memory()  # this kernel builds variant after variant: free each one's memory before the next
     table = pd.DataFrame(rows)
     paths.results.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.results / "variants.csv", index=False)

@@ -32,7 +32,7 @@ from ..backends import Sampling
 from ..config import StudyConfig
 from ..data import save_jsonl
 from ..errors import StudyError
-from ..models import model_label
+from ..models import model_label, release_memory
 from ..prompts import load_prompt
 from .conversations import make_examples, sft_record, student_messages
 from .labels import DBT_STAGES, LABEL_PROMPT_ID, LabelLog, adherence, agreement, llm_labels, rule_labels
@@ -145,6 +145,8 @@ def prepare_data(cfg: StudyConfig, run_dir: str | Path) -> dict:
     pairs, pair_counts = build_pairs(contexts, candidates, primary, d.min_margin)
     save_jsonl([{**c, "llm_labels": a, "rule_labels": r} for c, a, r in zip(candidates, llm, rules)], paths.candidates)
     stats = getattr(teacher, "stats", None)
+    del teacher  # free the local teacher before training loads the student
+    release_memory()
     card = {
         "source": source,
         "examples": {s: len(v) for s, v in examples.items()},
@@ -257,13 +259,14 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
         if adapter is not None and not (adapter / "adapter_config.json").exists():
             raise StudyError(f"{adapter}: no trained {LABELS[row]} adapter; run train_rows first")
         backend = LocalBackend(cfg.model.name_or_path, adapter=adapter, batch_size=cfg.generation.batch_size,
-                               progress=False)
+                               progress=False, dtype=cfg.model.dtype)
         answers = backend.chat(convs, sampling)
         rows = [{"example_id": e["example_id"], "row": row, "reply": clean_reply(a.text), "raw": a.text,
                  "finish_reason": a.finish_reason, "tokens": a.completion_tokens} for e, a in zip(test, answers)]
         save_jsonl(rows, paths.generation(row))
         summary.append(reply_summary(LABELS[row], rows))
         del backend
+        release_memory()
     return pd.DataFrame(summary).set_index("student").rename_axis("row")
 
 
@@ -292,6 +295,8 @@ def evaluate(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
                         "DBT adherence": ap["adherence"], "DBT adherence (second labeller)": a2["adherence"],
                         "labelled": ap["labelled"], "unlabelled": ap["unparsed"],
                         **{f"stage {s}": ap[s] for s in DBT_STAGES}})
+    del teacher  # the labeller's model, before the judge loads its own
+    release_memory()
     judge = judge or make_judge(cfg, run_dir)
     # The study's one way of judging a set of comparisons (judging.judge_comparisons).
     comparisons = [Comparison(candidate=row, opponent="base", label=f"{LABELS[row]} vs base", items=[

@@ -29,7 +29,7 @@ from ..backends import CachedBackend, LocalBackend, ResponseCache, Sampling
 from ..config import StudyConfig
 from ..data import read_jsonl, save_jsonl, sha256_file
 from ..errors import StudyError
-from ..models import model_label
+from ..models import model_label, release_memory
 from ..artifacts import FileStamp, MethodPaths, digest, files_digest, glue_key, reuse_or_build
 from ..training import reuse_or_train
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
@@ -274,6 +274,7 @@ def generate_replies(cfg: StudyConfig, run_dir: str | Path) -> pd.DataFrame:
             target = paths.generation(student)
             rows, _ = reuse_or_build(target, fingerprint, partial(_write_replies, cfg, student, adapter, test, convs, sampling),
                                      stamp=FileStamp(target.with_suffix(".fingerprint")), load=read_jsonl)
+            release_memory()
             summary.append(_reply_stats(student, rows))
     if "teacher" in cfg.pride.opponents:
         rows = [{"dialogue_id": r["dialogue_id"], "student": "teacher", "reply": r["teacher"]["reply"],
