@@ -77,7 +77,8 @@ def run_variants(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     """Build, train and judge every variant of ``variants.runs`` against the run's own opponent
     student (default: the base student), on the same test dialogues with the same judge.
 
-    A variant is rebuilt only when what it was built from changed (the generate stage's hash of its
+    Every variant is built first, then all are judged: the judge's model is not held while variants
+    train. A variant is rebuilt only when what it was built from changed (the generate stage's hash of its
     settings), and re-judged only when the judge settings changed (the judge stage's hash)."""
     from .config import variant_config
     from .judging import make_judge, read_judge_accuracy
@@ -92,19 +93,23 @@ def run_variants(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
     main_card = json.loads(paths.card.read_text())
     rows = [_variant_row("this run", cfg, main_card,
                          main_results[main_results["opponent"] == cfg.variants.opponent], main_results["judge"].iloc[0])]
-    judge = judge or make_judge(cfg, run_dir)
+    built = []
     for variant in cfg.variants.runs:
         vcfg = variant_config(cfg, variant)
         vcfg.generation.students = list(cfg.variants.students)
         hashes = stage_hashes(vcfg)
         root = paths.root / "variants" / variant["name"]
-        record = root / "variant.json"
         reuse_or_build(root, hashes["generate"], partial(_build_variant, cfg, vcfg, variant["name"], paths),
-                       stamp=JsonStamp(record, "trained"))
-        row, _ = reuse_or_build(root, hashes["judge"], partial(_judge_variant, cfg, vcfg, variant["name"], paths, judge),
-                                stamp=JsonStamp(record, "judged"), load=lambda _: json.loads(record.read_text())["row"])
+                       stamp=JsonStamp(root / "variant.json", "trained"))
+        release_memory()  # one process builds variant after variant: free each one's memory before the next
+        built.append((variant["name"], vcfg, hashes["judge"], root))
+    # The judge's model is loaded once every variant is built, so that no variant's training holds it too.
+    judge = judge or make_judge(cfg, run_dir)
+    for name, vcfg, judge_hash, root in built:
+        record = root / "variant.json"
+        row, _ = reuse_or_build(root, judge_hash, partial(_judge_variant, cfg, vcfg, name, paths, judge),
+                                stamp=JsonStamp(record, "judged"), load=lambda _, r=record: json.loads(r.read_text())["row"])
         rows.append(row)
-        release_memory()  # this kernel builds variant after variant: free each one's memory before the next
     table = pd.DataFrame(rows)
     paths.results.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.results / "variants.csv", index=False)

@@ -181,6 +181,44 @@ def test_a_variant_is_retrained_only_when_its_inputs_change_and_rejudged_when_th
     assert calls[3:] == ["train", "judge"], "the variant's data changed: retrained and re-judged"
 
 
+def test_the_variants_judge_is_loaded_only_after_every_variant_is_built(tmp_path, monkeypatch):
+    """The judge's model must not sit in memory while the variants train (the kernel's peak)."""
+    from empathy_utils import judging, variants
+
+    runs = [{"name": f"m3-{s}", "set": {"dataset.strategy": s}} for s in ("naive", "cognitive")]
+    cfg = StudyConfig.from_dict({"variants": {"runs": runs}})
+    results = [{"candidate": s, "opponent": "base", "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "wins": 1,
+                "ties": 0, "losses": 1, "judge": "j"} for s in ("sft", "dpo")]
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "winrates.json").write_text(json.dumps(results))
+    card = {"counts": {"sft_examples": 3, "dpo_pairs": 2}, "teacher": "t", "source_llm": None}
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "card.json").write_text(json.dumps(card))
+    save_jsonl([{"dialogue_id": "d0", "reply": "Ok."}], tmp_path / "generations" / "base.jsonl")
+    calls = []
+
+    def fake_build(cfg, vcfg, name, paths, root):
+        calls.append(f"build {name}")
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "variant.json").write_text("{}")
+
+    def fake_judge(cfg, vcfg, name, paths, judge, root):
+        calls.append(f"judge {name} with {judge}")
+        return variants._variant_row(name, vcfg, card, pd.DataFrame(results), "j")
+
+    def fake_make_judge(cfg, run_dir):
+        calls.append("load the judge")
+        return "the judge"
+
+    monkeypatch.setattr(variants, "_build_variant", fake_build)
+    monkeypatch.setattr(variants, "_judge_variant", fake_judge)
+    monkeypatch.setattr(judging, "make_judge", fake_make_judge)
+    grid = variants.run_variants(cfg, tmp_path)
+    assert calls == ["build m3-naive", "build m3-cognitive", "load the judge",
+                     "judge m3-naive with the judge", "judge m3-cognitive with the judge"]
+    assert list(grid["table"]["variant"]) == ["this run", "m3-naive", "m3-cognitive"]
+
+
 def test_fingerprints_of_unchanged_inputs_stay_what_they_were(tmp_path):
     """A re-run of an existing run folder must find its adapters: the fingerprints are the same
     function of the same inputs as before reuse_or_build (the recipe is spelled out here; the digest
