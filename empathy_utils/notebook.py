@@ -57,14 +57,36 @@ def glue_winrates(results: pd.DataFrame, judge_name: str) -> list[str]:
     return keys
 
 
-def show(frame: pd.DataFrame | None, caption: str | None = None):
-    """Display a table (nothing when there is nothing to show, e.g. rows of research data)."""
-    from IPython.display import display
+def show(frame: pd.DataFrame | None, caption: str | None = None, *, empty: str | None = None,
+         fold_constant_columns: bool = False):
+    """Display a table (nothing when there is nothing to show, e.g. rows of research data).
+
+    ``empty``: the sentence a reader sees when the table has no rows (instead of an empty grid).
+    ``fold_constant_columns``: a column with one value in every row (of two or more) leaves the
+    table and is said once in the caption, so the columns that differ fit the page's width."""
+    from IPython.display import Markdown, display
 
     if frame is None:
         return None
+    if frame.empty:
+        display(Markdown(f"*{empty or 'Nothing to show in this run.'}*"))
+        return None
+    if fold_constant_columns:
+        frame, same = split_constant_columns(frame)
+        if same:
+            caption = " ".join(part for part in (caption, f"Every row: {same}.") if part)
     display(frame.style.set_caption(caption) if caption else frame)
     return None
+
+
+def split_constant_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the frame without its columns that hold one value in every row, "column value; ..." for
+    them). A frame of one row keeps every column: there nothing repeats."""
+    if len(frame) < 2:
+        return frame, ""
+    constant = [c for c in frame.columns if frame[c].astype(str).nunique() == 1]
+    same = "; ".join(f"{c} {frame[c].iloc[0]}" for c in constant)
+    return frame.drop(columns=constant), same
 
 
 # ------------------------------------------------------------------------------- stage parameters

@@ -130,25 +130,27 @@ METHOD_ORDER = ("M1 direct", "M2 improve human", "M3 improve initial")
 
 def variants_heatmap(table: pd.DataFrame, opponent: str, judge_name: str,
                      construction: str = "corrected") -> plt.Figure:
-    """Method x strategy heatmap of win rates against the opponent, one panel per judged student
+    """Strategy x method heatmap of win rates against the opponent, one panel per judged student
     (SFT, SFT->DPO), for datasets of one construction mode; each cell prints the rate and its CI,
-    and a combination the run did not build is marked as such rather than left blank."""
+    and a combination the run did not build is marked as such rather than left blank. Strategies are
+    the rows: a study has up to eight of them and at most three methods, so the panels stay readable
+    at the width of a book page."""
     import numpy as np
 
     data = table[table["construction"] == construction]
     students = [s for s in ("sft", "dpo") if f"{s}_win_rate" in data]
     methods = [m for m in METHOD_ORDER if m in set(data["method"])]
     strategies = sorted(set(data["strategy"]), key=lambda s: (s != "—", s))
-    column_labels = ["rated replies" if s == "—" else s for s in strategies]
-    fig, axes = plt.subplots(1, len(students), figsize=(2.2 + 1.6 * len(strategies) * len(students), 2.0 + 0.8 * len(methods)),
+    row_labels = ["rated replies" if s == "—" else s for s in strategies]
+    fig, axes = plt.subplots(1, len(students), figsize=(2.6 + 1.8 * len(methods) * len(students), 1.6 + 0.55 * len(strategies)),
                              squeeze=False, sharey=True, layout="constrained")
     for ax, student in zip(axes[0], students):
-        grid = np.full((len(methods), len(strategies)), np.nan)
+        grid = np.full((len(strategies), len(methods)), np.nan)
         for _, r in data.iterrows():
-            grid[methods.index(r["method"]), strategies.index(r["strategy"])] = r[f"{student}_win_rate"]
+            grid[strategies.index(r["strategy"]), methods.index(r["method"])] = r[f"{student}_win_rate"]
         image = ax.imshow(grid, cmap="RdBu", vmin=0.0, vmax=1.0, aspect="auto")
-        for i, method in enumerate(methods):
-            for j, strategy in enumerate(strategies):
+        for i, strategy in enumerate(strategies):
+            for j, method in enumerate(methods):
                 row = data[(data["method"] == method) & (data["strategy"] == strategy)]
                 if row.empty:  # M1 has no strategy; M2 and M3 always have one
                     applicable = (method == "M1 direct") == (strategy == "—")
@@ -158,11 +160,13 @@ def variants_heatmap(table: pd.DataFrame, opponent: str, judge_name: str,
                 r = row.iloc[0]
                 ax.text(j, i, f"{100 * r[f'{student}_win_rate']:.0f} %\n[{100 * r[f'{student}_ci_low']:.0f}–"
                               f"{100 * r[f'{student}_ci_high']:.0f}]", ha="center", va="center", fontsize=9)
-        ax.set_xticks(range(len(strategies)), column_labels, fontsize=9)
-        ax.set_yticks(range(len(methods)), methods, fontsize=9)
+        ax.set_xticks(range(len(methods)), [textwrap.fill(m, 12) for m in methods], fontsize=9)
+        ax.set_yticks(range(len(strategies)), row_labels, fontsize=9)
         ax.tick_params(axis="y", labelleft=ax is axes[0][0])
-        ax.set_title(f"{STUDENT_LABELS.get(student, student)} vs {STUDENT_LABELS.get(opponent, opponent)}", fontsize=10)
+        ax.set_title(f"{STUDENT_LABELS.get(student, student)}\nvs {STUDENT_LABELS.get(opponent, opponent)}", fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), label="win rate (ties count half)", shrink=0.8)
-    wrapped = "\n".join(textwrap.wrap(f"Method x strategy ({construction} construction). Judged by {short_judge_name(judge_name)}", 100))
+    width = int(12 + 14 * len(methods) * len(students))
+    wrapped = "\n".join(textwrap.wrap(f"Strategy x method ({construction} construction). Judged by {short_judge_name(judge_name)}", width))
     fig.suptitle(wrapped, fontsize=10)
+    plt.close(fig)  # shown once, where the notebook displays it
     return fig

@@ -57,6 +57,24 @@ def test_executed_notebooks_carry_the_injected_params_and_outputs(tiny_run):
 
 
 @pytest.mark.slow
+def test_executed_pages_show_each_figure_once_and_no_empty_table(tiny_run):
+    """A figure a package function returns is displayed where the notebook displays it, not a second
+    time by the inline backend; a table with no rows is replaced by a sentence saying why."""
+    cfg, run_dir, _, _ = tiny_run
+    for stage in cfg.run.stages:
+        name = STAGE_NOTEBOOKS[stage]
+        nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            images = [o.data["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+            assert len(images) == len(set(images)), f"{name}: a figure shown twice by\n{cell.source}"
+            for o in cell.get("outputs", []):
+                html = o.get("data", {}).get("text/html", "")
+                plain = o.get("data", {}).get("text/plain", "")
+                empty = plain.startswith("Empty DataFrame") or ("<table" in html and "<td" not in html)
+                assert not empty, f"{name}: an empty table shown by\n{cell.source}"
+
+
+@pytest.mark.slow
 def test_book_shows_the_win_rate_with_ci_and_judge(tiny_run):
     _, run_dir, html, _ = tiny_run
     page = (html / "book" / "results.html").read_text()

@@ -77,13 +77,43 @@ def test_variants_table_shows_rates_with_intervals():
     assert table.loc["m3-naive", "SFT→DPO CI"] == "40.0 % – 60.0 %"
 
 
-def test_heatmap_places_each_corrected_dataset_in_its_method_and_strategy_cell():
+def test_the_variants_table_says_what_every_row_shares_once_in_its_caption(monkeypatch):
+    import IPython.display
+
+    from empathy_utils.notebook import show
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    show(variants_table(_table(), "dpo"), "Judge: j.", fold_constant_columns=True)
+    (styled,) = shown
+    assert "replies from" not in styled.data.columns and "SFT examples" not in styled.data.columns
+    assert "SFT→DPO win rate" in styled.data.columns  # differs between rows: stays a column
+    assert styled.caption == "Judge: j. Every row: replies from s; SFT examples 10; SFT win rate 50.0 %; SFT CI 40.0 % – 60.0 %."
+
+
+def test_an_empty_table_is_shown_as_the_sentence_that_says_why(monkeypatch):
+    import IPython.display
+
+    from empathy_utils.notebook import show
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    effect = construction_effect(_table().query("construction == 'corrected'"), "dpo")
+    assert effect.empty
+    show(effect, empty="No dataset was built both ways.")
+    (markdown,) = shown
+    assert markdown.data == "*No dataset was built both ways.*"
+
+
+def test_heatmap_places_each_corrected_dataset_in_its_strategy_and_method_cell():
+    import matplotlib.pyplot as plt
+
     from empathy_utils.plotting import variants_heatmap
 
     fig = variants_heatmap(_table(), "base", "judge-x")
     sft_ax, dpo_ax = fig.axes[:2]
-    assert [t.get_text() for t in sft_ax.get_yticklabels()] == ["M1 direct", "M3 improve initial"]
-    assert [t.get_text() for t in dpo_ax.get_xticklabels()] == ["rated replies", "naive"]
+    assert [t.get_text() for t in sft_ax.get_yticklabels()] == ["rated replies", "naive"]
+    assert [t.get_text().replace("\n", " ") for t in dpo_ax.get_xticklabels()] == ["M1 direct", "M3 improve initial"]
     grid = dpo_ax.get_images()[0].get_array()
     assert grid[0, 0] == 0.6
     assert grid[1, 1] == 0.5  # the faithful M1 dataset (0.55) is not in this panel
@@ -92,5 +122,21 @@ def test_heatmap_places_each_corrected_dataset_in_its_method_and_strategy_cell()
     assert cells.count("n/a") == 2
     assert cells.count("not built") == 0
     assert "judge-x" in fig._suptitle.get_text()
-    assert "SFT→DPO student vs base student" == dpo_ax.get_title()
+    assert dpo_ax.get_title().split() == "SFT→DPO student vs base student".split()
     assert "SFT student" in sft_ax.get_title()
+    # Closed once drawn: the notebook's display shows it, the inline backend does not show it again.
+    assert fig.number not in plt.get_fignums()
+
+
+def test_heatmap_of_eight_strategies_stays_readable_at_page_width():
+    from empathy_utils.plotting import variants_heatmap
+
+    strategies = ["naive", "identify-lacking", "cognitive", "affective", "compassionate", "sequential", "combined",
+                  "all-three"]
+    rows = [dict(variant=s, method="M3 improve initial", strategy=s, construction="corrected", sft_win_rate=0.4,
+                 sft_ci_low=0.3, sft_ci_high=0.5, dpo_win_rate=0.45, dpo_ci_low=0.35, dpo_ci_high=0.55)
+            for s in strategies]
+    fig = variants_heatmap(pd.DataFrame(rows), "base", "judge-x")
+    width, height = fig.get_size_inches()
+    # A book page shows about 9 inches of figure; the study's 8 strategies x 1 method once made it 28 x 2.8.
+    assert width <= 9 and height >= 4, (width, height)

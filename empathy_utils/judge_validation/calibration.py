@@ -99,4 +99,5 @@ def reliability_figure(tables: dict[str, pd.DataFrame]):
     ax.set_title("Calibration on the report set (numbers: pairs per bin)", fontsize=10)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.subplots_adjust(bottom=0.2 + 0.06 * len(tables))
+    plt.close(fig)  # shown once, where the notebook displays (and glues) it
     return fig
