@@ -153,6 +153,8 @@ def read_judge_accuracy(run_dir: str | Path | None, judge_name: str | None = Non
     from .judge_validation import read_validation
 
     report = read_validation(run_dir) if run_dir else None
+    if report is None and run_dir:
+        return _recorded_accuracy(run_dir, judge_name)
     selected = (report or {}).get("selected")
     if not selected or selected.get("accuracy") is None or selected.get("ci_low") is None:
         return None
@@ -162,6 +164,26 @@ def read_judge_accuracy(run_dir: str | Path | None, judge_name: str | None = Non
     return JudgeAccuracy(name=selected["name"], accuracy=float(selected["accuracy"]), ci_low=float(selected["ci_low"]),
                          ci_high=float(selected["ci_high"]), source=source, set=selected.get("set", "report"),
                          detail=detail)
+
+
+def _recorded_accuracy(run_dir: str | Path, judge_name: str | None) -> JudgeAccuracy | None:
+    """For a run without judge validation (no validate-judges stage, as in the ``dbt`` profile): the
+    accuracy its judge stage recorded in ``results/judge.json`` for the judge it used (the packaged
+    measurement of the data-free judge), so its later stages state what the judge stage stated."""
+    from .artifacts import RunPaths
+
+    f = RunPaths(run_dir).results / "judge.json"
+    if not f.exists():
+        return None
+    recorded = json.loads(f.read_text())
+    if not recorded.get("validated") or recorded.get("accuracy") is None or recorded.get("ci_low") is None:
+        return None
+    if judge_name is not None and recorded["name"] not in judge_name and judge_name not in recorded["name"]:
+        return None  # a later stage judged with another judge
+    source, detail = _source(recorded.get("source"))
+    return JudgeAccuracy(name=recorded["name"], accuracy=float(recorded["accuracy"]),
+                         ci_low=float(recorded["ci_low"]), ci_high=float(recorded["ci_high"]), source=source,
+                         set=recorded.get("set", "report"), detail=detail)
 
 
 # ------------------------------------------------------------------------------------ the run's judge

@@ -130,6 +130,24 @@ def test_the_accuracy_is_read_from_the_selected_entry_in_every_case(tmp_path):
     assert read_judge_accuracy(tmp_path, "judge A") is None, "a selected entry without a measurement"
 
 
+def test_a_run_without_validation_states_the_accuracy_its_judge_stage_recorded(tmp_path):
+    """The dbt profile has no validate-judges stage: its DBT stage and the conclusions chapter state the
+    packaged measurement its judge stage recorded, not "not measured"."""
+    results = tmp_path / "results"
+    results.mkdir()
+    recorded = {"kind": "likelihood", "name": "likelihood local:M (pmi)", "validated": True, "accuracy": 0.509,
+                "ci_low": 0.455, "ci_high": 0.563, "pairs": 711, "source": "packaged measurement"}
+    (results / "judge.json").write_text(json.dumps(recorded))
+    acc = read_judge_accuracy(tmp_path, "likelihood local:M (pmi); replies stripped of instructions to the judge")
+    assert (acc.accuracy, acc.ci_low, acc.ci_high, acc.source) == (0.509, 0.455, 0.563, "packaged")
+    assert read_judge_accuracy(tmp_path, "writer-style judge") is None, "another judge judged"
+    (results / "judge.json").write_text(json.dumps({**recorded, "validated": False, "accuracy": None}))
+    assert read_judge_accuracy(tmp_path, "likelihood local:M (pmi)") is None, "recorded as not measured"
+    _write_validation(tmp_path, None, status="skipped")
+    (results / "judge.json").write_text(json.dumps(recorded))
+    assert read_judge_accuracy(tmp_path, "likelihood local:M (pmi)") is None, "the validation file decides"
+
+
 def test_short_judge_names_read_as_names_in_a_sentence():
     from empathy_utils.presentation import short_judge_name
 
