@@ -139,18 +139,25 @@ def test_pride_replies_are_regenerated_only_when_student_or_decoding_change(tmp_
     assert read_jsonl(paths.generation("pride"))[0]["reply"] == "reply of pride"
 
 
+def _judged_run_folder(run_dir):
+    """A run folder as the judge stage leaves it (win rates, dataset card, the base student's replies),
+    for the variants stage to start from: (its win-rate rows, its card)."""
+    results = [{"candidate": s, "opponent": "base", "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "wins": 1,
+                "ties": 0, "losses": 1, "judge": "j"} for s in ("sft", "dpo")]
+    (run_dir / "results").mkdir()
+    (run_dir / "results" / "winrates.json").write_text(json.dumps(results))
+    card = {"counts": {"sft_examples": 3, "dpo_pairs": 2}, "teacher": "t", "source_llm": None}
+    (run_dir / "data").mkdir()
+    (run_dir / "data" / "card.json").write_text(json.dumps(card))
+    save_jsonl([{"dialogue_id": "d0", "reply": "Ok."}], run_dir / "generations" / "base.jsonl")
+    return results, card
+
+
 def test_a_variant_is_retrained_only_when_its_inputs_change_and_rejudged_when_the_judge_does(tmp_path, monkeypatch):
     from empathy_utils import variants
 
     cfg = StudyConfig.from_dict({"variants": {"runs": [{"name": "m3-naive", "set": {"dataset.strategy": "naive"}}]}})
-    results = [{"candidate": s, "opponent": "base", "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "wins": 1,
-                "ties": 0, "losses": 1, "judge": "j"} for s in ("sft", "dpo")]
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "winrates.json").write_text(json.dumps(results))
-    card = {"counts": {"sft_examples": 3, "dpo_pairs": 2}, "teacher": "t", "source_llm": None}
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "card.json").write_text(json.dumps(card))
-    save_jsonl([{"dialogue_id": "d0", "reply": "Ok."}], tmp_path / "generations" / "base.jsonl")
+    results, card = _judged_run_folder(tmp_path)
     calls = []
 
     def fake_build(cfg, vcfg, name, paths, root):
@@ -187,14 +194,7 @@ def test_the_variants_judge_is_loaded_only_after_every_variant_is_built(tmp_path
 
     runs = [{"name": f"m3-{s}", "set": {"dataset.strategy": s}} for s in ("naive", "cognitive")]
     cfg = StudyConfig.from_dict({"variants": {"runs": runs}})
-    results = [{"candidate": s, "opponent": "base", "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "wins": 1,
-                "ties": 0, "losses": 1, "judge": "j"} for s in ("sft", "dpo")]
-    (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "winrates.json").write_text(json.dumps(results))
-    card = {"counts": {"sft_examples": 3, "dpo_pairs": 2}, "teacher": "t", "source_llm": None}
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "card.json").write_text(json.dumps(card))
-    save_jsonl([{"dialogue_id": "d0", "reply": "Ok."}], tmp_path / "generations" / "base.jsonl")
+    results, card = _judged_run_folder(tmp_path)
     calls = []
 
     def fake_build(cfg, vcfg, name, paths, root):
