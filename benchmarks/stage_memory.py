@@ -2,6 +2,7 @@
 
     python benchmarks/stage_memory.py [--profile study --variants 2 --out /tmp/stage-memory]
     python benchmarks/stage_memory.py --no-release ...   # the old path: nothing freed between stages
+    python benchmarks/stage_memory.py --only m3-sequential --stages datasets   # one variant, one stage
     python benchmarks/stage_memory.py --choice [--rows 32 --batch-size 16]
 
 Builds the first ``--variants`` variants of the profile's grid in one process (datasets, SFT, DPO,
@@ -47,12 +48,17 @@ def stages(args) -> None:
         models.release_memory = study_stages.release_memory = lambda: None
     cfg = load_config(profile_path(args.profile))
     print(f"{'variant':22s} {'stage':18s} {'RSS GB':>7s} {'peak GB':>8s}", flush=True)
-    for variant in cfg.variants.runs[: args.variants]:
+    chosen = [v for v in cfg.variants.runs if v["name"] in args.only] if args.only else cfg.variants.runs[: args.variants]
+    named = {"datasets": study_stages.build_datasets, "sft": train_sft, "dpo": train_dpo,
+             "generate": study_stages.generate_replies}
+    for variant in chosen:
         vcfg = variant_config(cfg, variant)
         vcfg.generation.students = ["sft", "dpo"]
+        if args.teacher_batch_size:
+            vcfg.teacher.batch_size = args.teacher_batch_size
         root = args.out / ("old" if args.no_release else "new") / variant["name"]
         root.mkdir(parents=True, exist_ok=True)
-        for stage in (study_stages.build_datasets, train_sft, train_dpo, study_stages.generate_replies):
+        for stage in (named[s] for s in args.stages):
             stage(vcfg, root)
             print(f"{variant['name']:22s} {stage.__name__:18s} {rss_gb():7.2f} {peak_gb():8.2f}", flush=True)
 
@@ -97,6 +103,10 @@ def main() -> None:
     parser.add_argument("--profile", default="study")
     parser.add_argument("--variants", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("/tmp/stage-memory"))
+    parser.add_argument("--only", nargs="+", default=None, help="these variants (by name) instead of the first ones")
+    parser.add_argument("--stages", nargs="+", default=["datasets", "sft", "dpo", "generate"],
+                        choices=["datasets", "sft", "dpo", "generate"])
+    parser.add_argument("--teacher-batch-size", type=int, default=0, help="the local teacher's batch (0: the profile's)")
     parser.add_argument("--no-release", action="store_true")
     parser.add_argument("--choice", action="store_true")
     parser.add_argument("--mode", choices=["last", "all"], default=None, help=argparse.SUPPRESS)
