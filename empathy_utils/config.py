@@ -251,8 +251,8 @@ class JudgeSettings(BackendSettings):
         "auto",
         "Which judge the judge stage uses. auto: the candidate that validated best against human ratings in "
         "this run's validate-judges stage, exactly as validated (the judge_validation section); when nothing "
-        "was validated (no research data, or the stage is not in run.stages): the fallback below, its "
-        "validity stated as unmeasured. A named kind uses this section's backend/model (pairwise-llm, "
+        "was validated (no research data, or the stage is not in run.stages): the fallback below "
+        "(auto: the packaged measurement's best data-free judge, its accuracy stated). A named kind uses this section's backend/model (pairwise-llm, "
         "likelihood) or is trained as judge_validation says (embedding-head, reward-model, stacked, "
         "writer-style, cross-encoder: research data).",
     )
