@@ -160,10 +160,14 @@ def read_judge_accuracy(run_dir: str | Path | None, judge_name: str | None = Non
         return None
     if judge_name is not None and selected["name"] not in judge_name:
         return None  # the judge that judged is not the one that was measured
-    source, detail = _source(selected.get("source"))
-    return JudgeAccuracy(name=selected["name"], accuracy=float(selected["accuracy"]), ci_low=float(selected["ci_low"]),
-                         ci_high=float(selected["ci_high"]), source=source, set=selected.get("set", "report"),
-                         detail=detail)
+    return _accuracy_from(selected)
+
+
+def _accuracy_from(entry: dict) -> JudgeAccuracy:
+    """A validation file's ``selected`` entry, or a run's recorded ``judge.json``, as a JudgeAccuracy."""
+    source, detail = _source(entry.get("source"))
+    return JudgeAccuracy(name=entry["name"], accuracy=float(entry["accuracy"]), ci_low=float(entry["ci_low"]),
+                         ci_high=float(entry["ci_high"]), source=source, set=entry.get("set", "report"), detail=detail)
 
 
 def _recorded_accuracy(run_dir: str | Path, judge_name: str | None) -> JudgeAccuracy | None:
@@ -180,10 +184,7 @@ def _recorded_accuracy(run_dir: str | Path, judge_name: str | None) -> JudgeAccu
         return None
     if judge_name is not None and recorded["name"] not in judge_name and judge_name not in recorded["name"]:
         return None  # a later stage judged with another judge
-    source, detail = _source(recorded.get("source"))
-    return JudgeAccuracy(name=recorded["name"], accuracy=float(recorded["accuracy"]),
-                         ci_low=float(recorded["ci_low"]), ci_high=float(recorded["ci_high"]), source=source,
-                         set=recorded.get("set", "report"), detail=detail)
+    return _accuracy_from(recorded)
 
 
 # ------------------------------------------------------------------------------------ the run's judge
