@@ -1,6 +1,6 @@
 """Linear layers on weights packed once for oneDNN (``empathy_utils.packed_linear``) beside plain ``nn.Linear``.
 
-    python benchmarks/packed_weights.py [--prompts 32] [--batch-size 32] [--max-new-tokens 80]
+    python benchmarks/packed_weights.py [--prompts 32] [--batch-size 32] [--max-new-tokens 80] [--dtype bfloat16]
 
 Two of the study's inference paths, each with the old weights and the packed ones in one process,
 in alternation (old, new, new, old), so both see the same machine:
@@ -10,8 +10,10 @@ in alternation (old, new, new, old), so both see the same machine:
 - scoring: the likelihood judge's mean log-probability of each corpus reply given its speaker's turn
   (the forward pass that PRIDE's teacher and DPO's reference also make).
 
-Prints tokens per second, the ratio new / old, each rate beside this CPU's limit (``limits.py``), and
-how far the results moved (identical greedy replies; the largest change of a mean log-probability).
+Prints tokens per second, the ratio new / old, each rate beside this CPU's limit (``limits.py``) in the
+weights' dtype (``--dtype``: fp32 by default; bf16, which ``model.dtype: auto`` picks on a CPU with bf16
+units), and how far the results moved (identical greedy replies; the largest change of a mean
+log-probability).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def compare_generation(args, limit: float) -> dict:
     convs = [base_prompt_messages(r) for _, r in corpus.iterrows()]
     sampling = Sampling(max_new_tokens=args.max_new_tokens)
     backends = {name: loaded(name == "packed", lambda: LocalBackend(args.model, batch_size=args.batch_size,
-                                                                     progress=False))
+                                                                     progress=False, dtype=args.dtype))
                 for name in ("plain", "packed")}
     for backend in backends.values():
         backend.chat(convs[:2], Sampling(max_new_tokens=4))  # warm-up
@@ -94,7 +96,7 @@ def compare_scoring(args, limit: float) -> dict:
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
         rows.append((prompt, tokenizer.encode(r.reference_reply, add_special_tokens=False)))
     tokens = sum(len(p) + len(a) for p, a in rows)
-    models = {name: loaded(name == "packed", lambda: load_model(args.model, dtype="float32"))
+    models = {name: loaded(name == "packed", lambda: load_model(args.model, dtype=args.dtype))
               for name in ("plain", "packed")}
     timed = alternate({name: (lambda m=m: mean_log_probabilities(m, tokenizer, rows, 16)) for name, m in models.items()})
     result = {}
@@ -119,13 +121,15 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the weights' dtype in both paths (bfloat16: what model.dtype auto picks with bf16 units)")
     args = parser.parse_args()
     parameters = model_parameters(args.model)
-    gflops = matmul_gflops()
+    gflops = matmul_gflops(dtype=args.dtype)
     limit = tokens_per_second_limit(gflops, parameters, 2)
-    print(f"{args.model}: torch threads {torch.get_num_threads()}; fp32 matmul {gflops:.0f} GFLOP/s, so at most "
-          f"{limit:.0f} tokens/s")
-    results = {"gflops": round(gflops, 1), "limit_tokens_per_second": round(limit, 1),
+    print(f"{args.model}: torch threads {torch.get_num_threads()}; {args.dtype} matmul {gflops:.0f} GFLOP/s, so at "
+          f"most {limit:.0f} tokens/s")
+    results = {"dtype": args.dtype, "gflops": round(gflops, 1), "limit_tokens_per_second": round(limit, 1),
                "generation": compare_generation(args, limit), "scoring": compare_scoring(args, limit)}
     print(json.dumps(results))
 

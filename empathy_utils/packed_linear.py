@@ -13,6 +13,11 @@ The products are fp32 products summed in another order: equal to ``F.linear``'s 
 (about 1e-6 relative), not bit for bit, the same kind of difference as between two CPUs' instruction
 sets. Greedy replies can therefore differ where two tokens' scores are within rounding; on the
 default study's 32 student prompts all 32 replies were identical (benchmarks/README.md).
+
+bf16 weights (``model.dtype: auto`` on a CPU with bf16 units) are packed the same way where oneDNN
+multiplies bf16 on this CPU: there ``F.linear`` already goes through oneDNN's bf16 product, so packing
+changes only the layout, and the results were bit for bit the same (32/32 greedy replies, every
+log-probability), generation 1.15x and scoring 1.09x faster (benchmarks/README.md, 2026-12-06).
 """
 
 from __future__ import annotations
@@ -67,14 +72,18 @@ class PackedLinear(nn.Module):
 
 
 def packing_applies(model) -> bool:
-    """Whether :func:`pack_linear_layers` may pack ``model``: fp32 weights on a CPU whose torch has
-    oneDNN, and not switched off with ``EMPATHY_PACKED_LINEAR=0`` (kept for benchmarks: the old path
-    beside the new). bf16 weights are left as they are: not measured here (no bf16 units)."""
+    """Whether :func:`pack_linear_layers` may pack ``model``: weights on a CPU whose torch has oneDNN,
+    in fp32, or in bf16 where oneDNN multiplies bf16 on this CPU (``model.dtype: auto`` picks bf16 only
+    on a CPU with bf16 units); not switched off with ``EMPATHY_PACKED_LINEAR=0`` (kept for benchmarks:
+    the old path beside the new)."""
     if os.environ.get("EMPATHY_PACKED_LINEAR") == "0":
         return False
     first = next(model.parameters(), None)  # any nn.Module (PRIDE's student wraps its language model)
-    return (first is not None and first.device.type == "cpu" and first.dtype == torch.float32
-            and torch.backends.mkldnn.is_available())
+    if first is None or first.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if first.dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return first.dtype == torch.float32
 
 
 def pack_linear_layers(model) -> int:
