@@ -12,8 +12,10 @@ Beside the generated tokens, each batched setting counts every token the model a
 prompt tokens it reads (the shared prefix once when shared) and one decode step per row for as long
 as the longest reply of its batch (a row that has finished keeps stepping in ``generate``; the study's
 own greedy loop, the last two settings of each batch size, drops it, so its decode steps are the replies'
-own; the last also writes each step's keys and values in place, ``empathy_utils.kv_cache``). That rate is compared with this CPU's limit (``limits.py``: measured matmul GFLOP/s over 2 x the
-parameters per token), so the report says how much is waste and how much is the prompt's own cost.
+own; the last also writes each step's keys and values in place, ``empathy_utils.kv_cache``). That rate is
+compared with this CPU's limit (``limits.py``: matmul GFLOP/s measured in the weights' dtype, which
+``model.dtype: auto`` makes bf16 on a CPU with bf16 units, over 2 x the parameters per token), so the
+report says how much is waste and how much is the prompt's own cost.
 """
 
 from __future__ import annotations
@@ -143,15 +145,16 @@ def main() -> None:
     backend = LocalBackend(args.model, batch_size=1, progress=False, share_prefix=False, drop_finished=False)
     backend.chat(convs[:1], Sampling(max_new_tokens=4))  # warm-up
     parameters = model_parameters(args.model)
-    gflops = matmul_gflops()
+    dtype = str(backend.model.dtype).removeprefix("torch.")  # model.dtype auto: bf16 where the CPU has bf16 units
+    gflops = matmul_gflops(dtype=dtype)
     limit = tokens_per_second_limit(gflops, parameters, 2)
     print(f"{args.model}: {len(convs)} prompts, {args.max_new_tokens} new tokens max, greedy, "
-          f"torch threads {torch.get_num_threads()}; fp32 matmul {gflops:.0f} GFLOP/s, so at most "
-          f"{limit:.0f} tokens/s through {parameters / 1e6:.0f} M parameters")
+          f"torch threads {torch.get_num_threads()}; weights in {dtype}; {dtype} matmul {gflops:.0f} GFLOP/s, so at "
+          f"most {limit:.0f} tokens/s through {parameters / 1e6:.0f} M parameters")
 
     single_out, tokens, seconds = timed(backend, convs[: args.single], sampling)
     single_rate = tokens / seconds
-    results = {"limit_tokens_per_second": round(limit, 1), "gflops": round(gflops, 1),
+    results = {"dtype": dtype, "limit_tokens_per_second": round(limit, 1), "gflops": round(gflops, 1),
                "one_at_a_time": {"prompts": args.single, "tokens": tokens, "seconds": round(seconds, 1),
                                  "tokens_per_second": round(single_rate, 1)}}
     print(f"  {'one at a time (naive)':<44}: {single_rate:6.1f} tok/s ({tokens} tokens in {seconds:.1f} s)")
