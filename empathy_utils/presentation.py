@@ -39,6 +39,14 @@ def interval(low, high, digits: int = 1) -> str:
     return f"{percent(low, digits)} – {percent(high, digits)}"
 
 
+def interval_cell(low, high, digits: int = 1) -> str:
+    """A confidence interval for a table cell, "47.7–68.6 %", with no space a line may break at (a
+    narrow column otherwise wraps "47.7 % – 68.6 %" over three lines); a missing bound as a dash."""
+    if is_missing(low) or is_missing(high):
+        return DASH
+    return f"{100 * float(low):.{digits}f}–{100 * float(high):.{digits}f}\u00a0%"
+
+
 def plain(value, nan=float("nan")):
     """Plain Python values (NumPy scalars unwrapped, dicts and lists walked) for myst-nb glue and
     JSON; NaN becomes ``nan`` (glue keeps NaN; JSON files pass ``nan=None``)."""
@@ -180,7 +188,7 @@ def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
         "comparison": results["comparison"],
         "win rate (ties ½)": results["win_rate"].map(percent),
         f"{round(100 * results['confidence'].iloc[0])} % CI": [
-            interval(lo, hi) for lo, hi in zip(results["ci_low"], results["ci_high"])],
+            interval_cell(lo, hi) for lo, hi in zip(results["ci_low"], results["ci_high"])],
         "paper's rate (wins ÷ all)": results["paper_win_rate"].map(percent),
         "length-controlled": results["lc_win_rate"].map(percent) if "lc_win_rate" in results else DASH,
         "W / T / L": [f"{w} / {t} / {n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
@@ -244,7 +252,7 @@ def variants_table(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
         if f"{student}_win_rate" in table:
             label = STUDENT_LABEL_SHORT[student]
             out[f"{label} win rate"] = table[f"{student}_win_rate"].map(percent)
-            out[f"{label} CI"] = [interval(a, b) for a, b in zip(table[f"{student}_ci_low"], table[f"{student}_ci_high"])]
+            out[f"{label} CI"] = [interval_cell(a, b) for a, b in zip(table[f"{student}_ci_low"], table[f"{student}_ci_high"])]
     return out.set_axis(table["variant"].to_list()).rename_axis("dataset")
 
 
