@@ -40,11 +40,17 @@ def interval(low, high, digits: int = 1) -> str:
 
 
 def interval_cell(low, high, digits: int = 1) -> str:
-    """A confidence interval for a table cell, "47.7–68.6 %", with no space a line may break at (a
-    narrow column otherwise wraps "47.7 % – 68.6 %" over three lines); a missing bound as a dash."""
+    """A confidence interval for a table cell, "47.7–68.6 %", with nowhere a line may break (a no-break
+    space before "%", a word joiner after the dash): a narrow column wrapped "47.7 % – 68.6 %" over
+    three lines; a missing bound as a dash."""
     if is_missing(low) or is_missing(high):
         return DASH
-    return f"{100 * float(low):.{digits}f}–{100 * float(high):.{digits}f}\u00a0%"
+    return f"{100 * float(low):.{digits}f}–\u2060{100 * float(high):.{digits}f}\u00a0%"
+
+
+def percent_cell(x, digits: int = 1) -> str:
+    """:func:`percent` for a table cell: "61.5 %" with a no-break space, so it never wraps before "%"."""
+    return percent(x, digits).replace(" ", "\u00a0")
 
 
 def plain(value, nan=float("nan")):
@@ -186,12 +192,13 @@ def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
     length-controlled rate); the caller names the judge in the caption (one judge per table)."""
     out = pd.DataFrame({
         "comparison": results["comparison"],
-        "win rate (ties ½)": results["win_rate"].map(percent),
+        "win rate (ties ½)": results["win_rate"].map(percent_cell),
         f"{round(100 * results['confidence'].iloc[0])} % CI": [
             interval_cell(lo, hi) for lo, hi in zip(results["ci_low"], results["ci_high"])],
         "paper's rate (wins ÷ all)": results["paper_win_rate"].map(percent),
         "length-controlled": results["lc_win_rate"].map(percent) if "lc_win_rate" in results else DASH,
-        "W / T / L": [f"{w} / {t} / {n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
+        # no-break spaces: a narrow column wrapped "12 / 10 / 10" over five lines
+        "W / T / L": [f"{w}\u00a0/\u00a0{t}\u00a0/\u00a0{n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
         "unparsed": results["unparsed"],
         "orders agree": ["order-free" if is_missing(x) else percent(x) for x in results["position_consistency"]],
     })
@@ -251,7 +258,7 @@ def variants_table(table: pd.DataFrame, candidate: str) -> pd.DataFrame:
     for student in ("sft", "dpo"):
         if f"{student}_win_rate" in table:
             label = STUDENT_LABEL_SHORT[student]
-            out[f"{label} win rate"] = table[f"{student}_win_rate"].map(percent)
+            out[f"{label} win rate"] = table[f"{student}_win_rate"].map(percent_cell)
             out[f"{label} CI"] = [interval_cell(a, b) for a, b in zip(table[f"{student}_ci_low"], table[f"{student}_ci_high"])]
     return out.set_axis(table["variant"].to_list()).rename_axis("dataset")
 

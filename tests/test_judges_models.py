@@ -187,6 +187,8 @@ def test_judge_stage_reports_lc_per_emotion_and_metrics(tmp_path):
     assert all(v["judge"] == judge.name and "words_a" in v and v["emotion"] for v in verdicts)
     table = winrate_table(report["results"])
     assert "length-controlled" in table.columns and table["orders agree"].iloc[0] == "order-free"
+    # cells a narrow column must not break: the counts and the interval
+    assert not any(" " in cell for column in ("W / T / L", "95 % CI", "win rate (ties ½)") for cell in table[column])
     values = judge_glue_values(report)
     assert "cannot change its verdict" in values["position_statement"]
     # Every SFT->DPO reply is longer than the base one: equal length was never observed, so the

@@ -33,7 +33,7 @@ def test_one_percent_formatter_and_one_plain_converter():
     assert percent(float("nan")) == "—"
     assert percent(np.float64(0.5)) == "50.0 %"
     assert interval(0.477, 0.686) == "47.7 % – 68.6 %"
-    assert interval_cell(0.477, 0.686) == "47.7–68.6\u00a0%" and interval_cell(float("nan"), 0.5) == "—"
+    assert interval_cell(0.477, 0.686) == "47.7–\u206068.6\u00a0%" and interval_cell(float("nan"), 0.5) == "—"
     assert plain(np.int64(3)) == 3
     assert type(plain(np.int64(3))) is int
     assert plain(np.bool_(True)) is True

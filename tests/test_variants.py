@@ -73,10 +73,11 @@ def test_construction_effect_pairs_faithful_with_corrected():
 
 def test_variants_table_shows_rates_with_intervals():
     table = variants_table(_table(), "dpo")
-    assert table.loc["m3-naive", "SFT→DPO win rate"] == "50.0 %"
-    # one cell, no space a narrow column could break the interval at (it wrapped over three lines)
-    assert table.loc["m3-naive", "SFT→DPO CI"] == "40.0–60.0\u00a0%"
-    assert not any(" " in cell for cell in table["SFT→DPO CI"])
+    assert table.loc["m3-naive", "SFT→DPO win rate"] == "50.0\u00a0%"
+    # nowhere a narrow column could break a cell (an interval wrapped over three lines): no space, and a word
+    # joiner after the dash, after which browsers would otherwise break
+    assert table.loc["m3-naive", "SFT→DPO CI"] == "40.0–\u206060.0\u00a0%"
+    assert not any(" " in cell for column in ("SFT→DPO win rate", "SFT→DPO CI") for cell in table[column])
 
 
 def test_the_variants_table_says_what_every_row_shares_once_in_its_caption(monkeypatch):
@@ -90,7 +91,7 @@ def test_the_variants_table_says_what_every_row_shares_once_in_its_caption(monke
     (styled,) = shown
     assert "replies from" not in styled.data.columns and "SFT examples" not in styled.data.columns
     assert "SFT→DPO win rate" in styled.data.columns  # differs between rows: stays a column
-    assert styled.caption == "Judge: j. Every row: replies from s; SFT examples 10; SFT win rate 50.0 %; SFT CI 40.0–60.0\u00a0%."
+    assert styled.caption == "Judge: j. Every row: replies from s; SFT examples 10; SFT win rate 50.0\u00a0%; SFT CI 40.0–\u206060.0\u00a0%."
 
 
 def test_an_empty_table_is_shown_as_the_sentence_that_says_why(monkeypatch):
