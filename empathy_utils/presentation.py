@@ -53,6 +53,16 @@ def percent_cell(x, digits: int = 1) -> str:
     return percent(x, digits).replace(" ", "\u00a0")
 
 
+def winrate_cell(rate, low, high, wins, ties, losses, digits: int = 1) -> str:
+    """A win rate, its interval and its W/T/L counts in one table cell, "39.1 % (23.4–68.6 %); 11/3/18",
+    breakable only between the three parts (a narrow column had split "54.7 %" from its "%"); a
+    missing rate as a dash beside the counts."""
+    counts = f"{wins}/{ties}/{losses}"
+    if is_missing(rate):
+        return f"{DASH}; {counts}"
+    return f"{percent_cell(rate, digits)} ({interval_cell(low, high, digits)}); {counts}"
+
+
 def plain(value, nan=float("nan")):
     """Plain Python values (NumPy scalars unwrapped, dicts and lists walked) for myst-nb glue and
     JSON; NaN becomes ``nan`` (glue keeps NaN; JSON files pass ``nan=None``)."""
@@ -195,12 +205,12 @@ def winrate_table(results: pd.DataFrame) -> pd.DataFrame:
         "win rate (ties ½)": results["win_rate"].map(percent_cell),
         f"{round(100 * results['confidence'].iloc[0])} % CI": [
             interval_cell(lo, hi) for lo, hi in zip(results["ci_low"], results["ci_high"])],
-        "paper's rate (wins ÷ all)": results["paper_win_rate"].map(percent),
-        "length-controlled": results["lc_win_rate"].map(percent) if "lc_win_rate" in results else DASH,
+        "paper's rate (wins ÷ all)": results["paper_win_rate"].map(percent_cell),
+        "length-controlled": results["lc_win_rate"].map(percent_cell) if "lc_win_rate" in results else DASH,
         # no-break spaces: a narrow column wrapped "12 / 10 / 10" over five lines
         "W / T / L": [f"{w}\u00a0/\u00a0{t}\u00a0/\u00a0{n}" for w, t, n in zip(results["wins"], results["ties"], results["losses"])],
         "unparsed": results["unparsed"],
-        "orders agree": ["order-free" if is_missing(x) else percent(x) for x in results["position_consistency"]],
+        "orders agree": ["order-free" if is_missing(x) else percent_cell(x) for x in results["position_consistency"]],
     })
     return out.set_index("comparison")
 
@@ -209,7 +219,7 @@ def emotion_table(per_emotion: pd.DataFrame) -> pd.DataFrame:
     """Per-emotion win rates (ties ½) with the number of dialogues, one column per comparison."""
     if per_emotion is None or not len(per_emotion):
         return pd.DataFrame()
-    cells = [f"{percent(w, 0)} (n={n})" if not is_missing(w) else f"{DASH} (n={n})"
+    cells = [f"{percent_cell(w, 0)} (n={n})" if not is_missing(w) else f"{DASH} (n={n})"
              for w, n in zip(per_emotion["win_rate"], per_emotion["n"])]
     table = per_emotion.assign(cell=cells).pivot(index="emotion", columns="comparison", values="cell")
     table.columns.name = None
@@ -303,17 +313,26 @@ def validation_displays(report: dict, table: pd.DataFrame, adversarial: pd.DataF
     either way). HTML, not Markdown: pasted into another page, a Markdown output would show as text."""
     from IPython.display import HTML
 
-    caption = ("Candidate judges and baselines against human ratings (LLMs-vs-Humans test split)"
-               if report["status"] == "ok" else "Candidate judges: nothing measured in this run")
+    from html import escape
+
+    from .judge_validation import judge_labels, packaged_labels
+
+    packaged = report["status"] != "ok" and report.get("packaged")
+    if report["status"] == "ok":
+        caption, labels = ("Candidate judges and baselines against human ratings (LLMs-vs-Humans test split)",
+                           judge_labels(report))
+    elif packaged:  # measured, but not in this run: the caption must not say "nothing measured"
+        caption = ("Data-free candidate judges and baselines against human ratings (LLMs-vs-Humans test split), "
+                   f"measured by the project, not in this run (the packaged measurement of {packaged.get('date', '?')}, "
+                   f"commit {str(packaged.get('git_commit', '?'))[:7]})")
+        labels = packaged_labels(packaged)
+    else:
+        caption, labels = "Candidate judges: nothing measured in this run", {}
     styled = table.style.set_caption(caption)
-    if report["status"] == "ok":  # the short row labels, in full under the table
-        from html import escape
-
-        from .judge_validation import judge_labels
-
-        items = "".join(f"<li><strong>{escape(label)}</strong>: {escape(name)}</li>"
-                        for name, label in judge_labels(report).items() if label != name)
-        styled = HTML(styled.to_html() + (f"<p>The judges in the table:</p><ul>{items}</ul>" if items else ""))
+    items = "".join(f"<li><strong>{escape(label)}</strong>: {escape(name)}</li>"
+                    for name, label in labels.items() if label != name)
+    if items:  # the short row labels, in full under the table
+        styled = HTML(styled.to_html() + f"<p>The judges in the table:</p><ul>{items}</ul>")
     return {
         "table_display": styled,
         "figure_display": figure if figure is not None else HTML(

@@ -50,8 +50,9 @@ def test_shares_read_as_the_study_formats_them_and_a_missing_one_as_a_dash():
     table = presenting.rows_table(report["metrics"], report["winrates"], "rules")
     rates = table["win rate vs base (CI); W/T/L"]
     assert rates["base"] == "reference"
-    assert rates["+SFT"] == "50.0 % (20.0 % – 80.0 %); 3/1/0"
-    assert rates["+DPO"] == "— (— – —); 3/1/0"
+    # breakable only between rate, interval and counts (a narrow column split "80.0" from its "%")
+    assert rates["+SFT"] == "50.0\u00a0% (20.0–\u206080.0\u00a0%); 3/1/0"
+    assert rates["+DPO"] == "—; 3/1/0"
     card = presenting.card_table({**_card(), "source": {"name": "embedded", "split": "s",
                                                         "dialogues": {"train": 1, "valid": 1, "test": 1}},
                                   "examples": {"train": 1, "valid": 1, "test": 1}, "example_counts": {"train": {}},

@@ -5,6 +5,7 @@ train-split-only fit."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,7 @@ def test_selection_uses_the_selection_set_and_reports_the_report_set(fake_data, 
     assert not set(verdict_ids) & set(sel_pairs["pair_id"])
     # The table shows selection and report accuracy side by side, and marks the selected judge.
     table = jv.validation_table(report)
-    assert {"selection accuracy", "report accuracy (ties ½)"} <= set(table.columns)
+    assert {"selection accuracy (pairs)", "report accuracy, ties ½ (pairs)"} <= set(table.columns)
     label = jv.judge_labels(report)["keyword judge (fake)"]
     assert label == "likelihood judge", "one judge of its kind: the table names it by its kind"
     assert table.loc[label, "note"] == "selected"
@@ -236,3 +237,30 @@ def test_stacked_judge_fits_on_train_split_pairs_only(fake_data, tiny_spec, monk
     agree = np.mean([r["verdict"] == h for r, h in zip(records, test_pairs["human"])])
     assert agree > 0.7, f"the stacked judge should learn 'longer is kinder' here, agreement {agree}"
     assert all(0 <= r["p_a"] <= 1 for r in records)
+
+
+def test_the_packaged_table_labels_candidates_briefly_and_says_when_they_were_measured():
+    """Read in the built book, the shipped measurement's table had ten-line judge names in its first
+    column, intervals broken over three lines, and a caption saying nothing was measured."""
+    from html import unescape
+
+    from empathy_utils.presentation import validation_displays
+
+    m = offline.packaged_measurement()
+    labels = jv.packaged_labels(m)
+    assert len(set(labels.values())) == len(labels) == len(m["candidates"]), "one row per candidate"
+    assert max(map(len, labels.values())) <= 64, labels
+    table = jv.packaged_table(m)
+    chosen = labels[m["selected"]["name"]]
+    assert chosen == "likelihood: PMI, speaker's turn" and table.loc[chosen, "note"] == "selected"
+    # the note ("selected", "never selected: ...") first, and each accuracy with its pairs in one cell:
+    # ten columns ran past the page's right edge and hid the notes
+    assert list(table.columns[:2]) == ["note", "selection accuracy (pairs)"] and len(table.columns) == 8
+    report = next(c for c in m["candidates"] if c["name"] == m["selected"]["name"])["report"]
+    assert table.loc[chosen, "report accuracy, ties ½ (pairs)"] == f"{100 * report['accuracy']:.1f}\u00a0% ({report['pairs']})"
+    cells = [c for c in table.drop(columns="note").to_numpy().ravel() if isinstance(c, str)]
+    assert not [c for c in cells if re.search(r"\d %|– ", c)], "a number split from its % or its interval"
+    html = unescape(validation_displays({"status": "no-data", "packaged": m}, table, None, None)["table_display"].data)
+    assert f"the packaged measurement of {m['date']}, commit {m['git_commit'][:7]}" in html
+    assert "nothing measured" not in html
+    assert all(f"{label}</strong>: {name}" in html for name, label in labels.items()), "full names under the table"

@@ -21,6 +21,7 @@ from empathy_utils.presentation import (
     percent,
     plain,
     position_statement,
+    winrate_cell,
     winrate_sentence,
     winrate_sentences,
 )
@@ -34,6 +35,8 @@ def test_one_percent_formatter_and_one_plain_converter():
     assert percent(np.float64(0.5)) == "50.0 %"
     assert interval(0.477, 0.686) == "47.7 % – 68.6 %"
     assert interval_cell(0.477, 0.686) == "47.7–\u206068.6\u00a0%" and interval_cell(float("nan"), 0.5) == "—"
+    assert winrate_cell(0.391, 0.234, 0.547, 11, 3, 18) == "39.1\u00a0% (23.4–\u206054.7\u00a0%); 11/3/18"
+    assert winrate_cell(float("nan"), None, None, 0, 0, 0) == "—; 0/0/0"
     assert plain(np.int64(3)) == 3
     assert type(plain(np.int64(3))) is int
     assert plain(np.bool_(True)) is True

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..artifacts import glue_key
 from ..config import StudyConfig
-from ..presentation import judge_accuracy_sentence, percent
+from ..presentation import judge_accuracy_sentence, percent, winrate_cell
 from .conversations import render
 from .labels import DBT_STAGES, STAGE_TITLES
 from .paper import PAPER_CITATION, PAPER_COLUMNS, PAPER_TABLE1
@@ -94,9 +94,8 @@ def rows_table(metrics: pd.DataFrame, wins: pd.DataFrame, labeller: str) -> pd.D
     out = []
     for _, m in metrics.iterrows():
         r = m["row"]
-        rate = "reference" if r == "base" else (
-            f"{percent(w.loc[r, 'win_rate'])} ({percent(w.loc[r, 'ci_low'])} – {percent(w.loc[r, 'ci_high'])}); "
-            f"{w.loc[r, 'wins']}/{w.loc[r, 'ties']}/{w.loc[r, 'losses']}")
+        rate = "reference" if r == "base" else winrate_cell(
+            *(w.loc[r, k] for k in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses")))
         out.append({"row": LABELS[r], "BLEU-4": round(m["BLEU-4"], 2), "ROUGE-L": round(m["ROUGE-L"], 2),
                     "Distinct-1": round(m["Distinct-1"], 2), "Distinct-2": round(m["Distinct-2"], 2),
                     f"DBT adherence ({labeller}) ↑": round(m["DBT adherence"], 3),

@@ -52,6 +52,7 @@ _EXPORTS = {
     "judge_labels": "presenting",
     "adversarial_table": "presenting",
     "packaged_glue_values": "presenting",
+    "packaged_labels": "presenting",
     "packaged_table": "presenting",
     "reliability_tables": "presenting",
     "report_set_glue_values": "presenting",

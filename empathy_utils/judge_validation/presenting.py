@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..config import StudyConfig
 from ..paths import DATA_ENV
-from ..presentation import percent
+from ..presentation import DASH, interval_cell, is_missing, percent, percent_cell
 
 KIND_LABELS = {
     "pairwise-llm": "pairwise LLM judge",
@@ -20,59 +20,70 @@ KIND_LABELS = {
 }
 
 
-_pct = percent  # the one percentage formatter (presentation.percent)
+_pct = percent  # the one percentage formatter (presentation.percent), for sentences
+_cell = percent_cell  # the same in a table cell, where it must not wrap before "%"
+
+# Short row labels of the packaged measurement's likelihood candidates, from their settings; the full
+# names are listed under the table.
+SCORE_LABELS = {"mean": "mean log-probability", "pmi": "PMI"}
+CONDITION_LABELS = {"utterance": "speaker's turn", "context": "situation and speaker's turn",
+                    "plain": "plain transcript"}
+
+
+COLUMNS = ("note", "selection accuracy (pairs)", "report accuracy, ties ½ (pairs)", "report 95 % CI", "ties",
+           "on human-vs-LLM pairs", "orders agree", "picks the longer reply")
+
+
+def _rate_of(rate, pairs) -> str:
+    """A table cell "54.9 % (751)": an accuracy and the pairs it was measured on (one column, not two:
+    with both, the table ran past the page's right edge and hid its notes)."""
+    if is_missing(rate):
+        return ""
+    return _cell(rate) + (f" ({pairs})" if pairs not in (None, "") else "")
 
 
 def _row(name: str, selection: dict | None, rep: dict | None, order_free: bool, note: str = "") -> dict:
     sel = selection or {}
     rep = rep or {}
-    return {"judge": name,
-            "selection accuracy": _pct(sel.get("accuracy")),
-            "selection pairs": sel.get("pairs", ""),
-            "report accuracy (ties ½)": _pct(rep.get("accuracy")) if rep else "not run on the report set",
-            "report 95 % CI": f"{_pct(rep.get('ci_low'))} – {_pct(rep.get('ci_high'))}" if rep else "",
-            "report pairs": rep.get("pairs", ""),
-            "ties": _pct((rep or sel).get("tie_rate"), 0),
-            "on human-vs-LLM pairs": _pct(rep.get("accuracy_human_vs_llm")) if rep else "",
-            "orders agree": "order-free" if order_free else _pct((rep or sel).get("position_consistency"), 0),
-            "picks the longer reply": _pct((rep or sel).get("picks_longer"), 0),
-            "note": note}
+    either = rep or sel
+    return {"judge": name, "note": note,
+            "selection accuracy (pairs)": _rate_of(sel.get("accuracy"), sel.get("pairs")) or DASH,
+            "report accuracy, ties ½ (pairs)": (_rate_of(rep.get("accuracy"), rep.get("pairs")) or DASH) if rep
+            else "not run on the report set",
+            "report 95 % CI": interval_cell(rep.get("ci_low"), rep.get("ci_high")) if rep else "",
+            "ties": _cell(either.get("tie_rate"), 0),
+            "on human-vs-LLM pairs": _cell(rep.get("accuracy_human_vs_llm")) if rep else "",
+            "orders agree": "order-free" if order_free else _cell(either.get("position_consistency"), 0),
+            "picks the longer reply": _cell(either.get("picks_longer"), 0)}
 
 
 def _baseline_rows(b: dict, sel_b: dict | None) -> list[dict]:
     sel_b = sel_b or {}
-    longer = {"judge": "baseline: the longer reply wins",
-              "selection accuracy": _pct(sel_b.get("longer_wins", {}).get("accuracy")),
-              "selection pairs": sel_b.get("longer_wins", {}).get("pairs", ""),
-              "report accuracy (ties ½)": _pct(b["longer_wins"]["accuracy"]),
-              "report 95 % CI": f"{_pct(b['longer_wins']['ci_low'])} – {_pct(b['longer_wins']['ci_high'])}",
-              "report pairs": b["longer_wins"]["pairs"], "ties": "", "on human-vs-LLM pairs": "",
-              "orders agree": "order-free", "picks the longer reply": "100 %", "note": "a baseline"}
-    llm = {"judge": "baseline: the LLM's reply wins (human-vs-LLM pairs only)",
-           "selection accuracy": "", "selection pairs": "", "report accuracy (ties ½)": "", "report 95 % CI": "",
-           "report pairs": b["llm_wins"]["pairs"], "ties": "",
-           "on human-vs-LLM pairs": f"{_pct(b['llm_wins']['accuracy'])} (CI {_pct(b['llm_wins']['ci_low'])} – "
-                                    f"{_pct(b['llm_wins']['ci_high'])})",
-           "orders agree": "order-free", "picks the longer reply": "", "note": "a baseline"}
-    rows = [longer, llm]
+    longer, sel_longer = b["longer_wins"], sel_b.get("longer_wins", {})
+    rows = [{"judge": "baseline: the longer reply wins", "note": "a baseline",
+             "selection accuracy (pairs)": _rate_of(sel_longer.get("accuracy"), sel_longer.get("pairs")),
+             "report accuracy, ties ½ (pairs)": _rate_of(longer["accuracy"], longer["pairs"]),
+             "report 95 % CI": interval_cell(longer["ci_low"], longer["ci_high"]),
+             "orders agree": "order-free", "picks the longer reply": _cell(1.0, 0)},
+            {"judge": "baseline: the LLM's reply wins", "note": "a baseline, on human-vs-LLM pairs only",
+             "on human-vs-LLM pairs": f"{_rate_of(b['llm_wins']['accuracy'], b['llm_wins']['pairs'])}, CI "
+                                      f"{interval_cell(b['llm_wins']['ci_low'], b['llm_wins']['ci_high'])}",
+             "orders agree": "order-free"}]
     # References that are not judges: what knowing the writer, or the rater, would score on the same pairs.
     for key, name, note in (
-            ("known_writer", "reference: told who wrote each reply, prefer the writer rated higher on the train split",
-             "not a judge: the ceiling of a judge that only recognizes writers"),
-            ("lenient_rater", "reference: the reply whose rater was more generous with their other replies wins",
-             "not a judge: reads who rated, which no judge can see")):
+            ("known_writer", "reference: told who wrote each reply",
+             "not a judge: the writer rated higher on the train split wins"),
+            ("lenient_rater", "reference: told who rated each reply",
+             "not a judge: the more generous rater's reply wins")):
         ref, sel_ref = b.get(key), sel_b.get(key) or {}
         if ref:
-            rows.append({"judge": name, "selection accuracy": _pct(sel_ref.get("accuracy")),
-                         "selection pairs": sel_ref.get("pairs", ""), "report accuracy (ties ½)": _pct(ref["accuracy"]),
-                         "report 95 % CI": f"{_pct(ref['ci_low'])} – {_pct(ref['ci_high'])}",
-                         "report pairs": ref["pairs"], "ties": "", "on human-vs-LLM pairs": "",
-                         "orders agree": "order-free", "picks the longer reply": "", "note": note})
-    people = {"judge": "people (the ratings themselves)", "selection accuracy": "", "selection pairs": "",
-              "report accuracy (ties ½)": "100 %", "report 95 % CI": "", "report pairs": "", "ties": "",
-              "on human-vs-LLM pairs": "", "orders agree": "", "picks the longer reply": _pct(b["human_picks_longer"], 0),
-              "note": ""}
-    return rows + [people]
+            rows.append({"judge": name, "note": note,
+                         "selection accuracy (pairs)": _rate_of(sel_ref.get("accuracy"), sel_ref.get("pairs")),
+                         "report accuracy, ties ½ (pairs)": _rate_of(ref["accuracy"], ref["pairs"]),
+                         "report 95 % CI": interval_cell(ref["ci_low"], ref["ci_high"]), "orders agree": "order-free"})
+    rows.append({"judge": "people (the ratings themselves)", "report accuracy, ties ½ (pairs)": _cell(1.0, 0),
+                 "picks the longer reply": _cell(b["human_picks_longer"], 0)})
+    return [{"judge": r["judge"], **{c: r.get(c, "") for c in COLUMNS}} for r in rows]
 
 
 def _note(j: dict, selected_name: str | None) -> str:
@@ -85,10 +96,26 @@ def _note(j: dict, selected_name: str | None) -> str:
     return ""
 
 
+def packaged_labels(measurement: dict) -> dict[str, str]:
+    """Each packaged candidate's row label, from its settings ("likelihood: PMI, speaker's turn"): the
+    six likelihood candidates' full names differ only at their ends and filled the table's first column
+    with ten-line cells. A full name stays where two candidates would share a label."""
+    def label(c):
+        s = c["settings"]
+        if s["kind"] == "likelihood" and s.get("score") in SCORE_LABELS and s.get("condition") in CONDITION_LABELS:
+            return f"likelihood: {SCORE_LABELS[s['score']]}, {CONDITION_LABELS[s['condition']]}"
+        return KIND_LABELS.get(s["kind"], c["name"])
+
+    labels = {c["name"]: label(c) for c in measurement.get("candidates", [])}
+    shared = {v for v in labels.values() if list(labels.values()).count(v) > 1}
+    return {name: (name if short in shared else short) for name, short in labels.items()}
+
+
 def packaged_table(measurement: dict) -> pd.DataFrame:
     """The packaged measurement of the data-free judges: selection and report accuracy side by side."""
     chosen = (measurement.get("selected") or {}).get("name")
-    rows = [_row(c["name"], c["selection"], c.get("report"), c["settings"]["kind"] != "pairwise-llm",
+    labels = packaged_labels(measurement)
+    rows = [_row(labels[c["name"]], c["selection"], c.get("report"), c["settings"]["kind"] != "pairwise-llm",
                  _note({**c, "subsampled": bool(c.get("subsampled"))}, chosen)) for c in measurement["candidates"]]
     rows += _baseline_rows(measurement["baselines"]["report"], measurement["baselines"]["selection"])
     return pd.DataFrame(rows).set_index("judge")

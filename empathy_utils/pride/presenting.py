@@ -12,13 +12,13 @@ import pandas as pd
 from ..artifacts import glue_key
 from ..presentation import (
     DASH,
-    interval,
     is_missing,
     judge_accuracy_sentence,
     overlap_situation,
     percent,
     position_statement,
     short_judge_name,
+    winrate_cell,
 )
 
 
@@ -72,7 +72,7 @@ def pride_ablation_table(results: pd.DataFrame) -> pd.DataFrame:
     def cell(r):
         if is_missing(r["win_rate"]):
             return DASH
-        return f"{percent(r['win_rate'])} ({interval(r['ci_low'], r['ci_high'])}); {r['wins']}/{r['ties']}/{r['losses']}"
+        return winrate_cell(r["win_rate"], r["ci_low"], r["ci_high"], r["wins"], r["ties"], r["losses"])
 
     confidence = round(100 * results["confidence"].iloc[0])
     table = {}
