@@ -94,7 +94,7 @@ def section_help() -> dict[str, str]:
 
 def _code(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else json.dumps(value)
-    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+    return "`" + text.replace("`", "'") + "`"
 
 
 # Literal values in prose (numbers, M1, model specs, <placeholders>) are set as code, so the page's
@@ -104,7 +104,7 @@ _EDGES = re.compile(r"^([(\"']*)(.*?)([)\"'.,;:?]*)$")
 
 def _prose(text: str) -> str:
     words = []
-    for word in text.replace("|", "\\|").split(" "):
+    for word in text.split(" "):
         lead, core, trail = _EDGES.match(word).groups()
         if core and "`" not in core and (any(c.isdigit() for c in core) or any(c in core for c in "<>${}")):
             word = f"{lead}`{core}`{trail}"
@@ -113,7 +113,9 @@ def _prose(text: str) -> str:
 
 
 def parameters_markdown() -> str:
-    """book/parameters.md: one table per section."""
+    """book/parameters.md: one definition list per section, each parameter a term with its type, its
+    help, then its defaults and allowed values. (A six-column table per section ran past the page's
+    right edge in the built book and hid the help column, the one a reader came for.)"""
     rows = parameters()
     lines = [
         "# Parameters",
@@ -127,7 +129,7 @@ def parameters_markdown() -> str:
         "*Schema default* is the value a field takes when no file sets it: the paper's setting where the paper",
         "is specific. The `default` profile (`notebooks/params/default.yaml`) is the run a stage notebook makes",
         "when it is opened with no parameters, and the run `empathy-study run --profile default` makes: its",
-        "column shows where it departs from the schema (blank: the same). Both come from one place: the",
+        "value is given where it departs from the schema. Both come from one place: the",
         "notebook and the command line read the same file through the same loader.",
         "",
         "*Read by* names the stages whose notebooks read the section; a stage also depends on everything",
@@ -139,14 +141,13 @@ def parameters_markdown() -> str:
     for section in dict.fromkeys(r.section for r in rows):
         entries = [r for r in rows if r.section == section]
         lines += [f"## `{section}`", "", _prose(helps.get(section, "")) + f" Read by: {entries[0].stages}.", ""]
-        lines += ["| Parameter | Type | Schema default | `default` profile | Allowed values | Help |",
-                  "|---|---|---|---|---|---|"]
         for r in entries:
-            profile = "" if r.profile_default == r.default else _code(r.profile_default)
-            allowed = ", ".join(_code(a) for a in r.allowed) if r.allowed else ""
-            lines.append(f"| `{r.key}` | {_prose(r.type)} | {_code(r.default)} | {profile} | {allowed} | "
-                         f"{_prose(r.help)} |")
-        lines.append("")
+            facts = [f"Schema default {_code(r.default)}"]
+            if r.profile_default != r.default:
+                facts.append(f"`default` profile {_code(r.profile_default)}")
+            if r.allowed:
+                facts.append("allowed: " + ", ".join(_code(a) for a in r.allowed))
+            lines += [f"`{r.key}` · {_prose(r.type)}", f": {_prose(r.help)}", "", "  " + "; ".join(facts) + ".", ""]
     return "\n".join(lines)
 
 

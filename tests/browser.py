@@ -48,6 +48,15 @@ PAGE_REPORT = r"""
     mathjax: !!window.MathJax,
     typeset: document.querySelectorAll('mjx-container').length,
     untypeset: [...document.querySelectorAll('.math')].filter((e) => !e.querySelector('mjx-container')).length,
+    // tables wider than the box that holds them: the columns past its right edge are hidden (a scroll box)
+    // or run off the page; named by caption, else by their first cells
+    clipped_tables: [...main.querySelectorAll('table')].filter((t) => {
+      for (let box = t.parentElement; box && box !== document.body; box = box.parentElement) {
+        const overflow = getComputedStyle(box).overflowX;
+        if (overflow !== 'visible') return box.scrollWidth > box.clientWidth + 2;
+      }
+      return t.getBoundingClientRect().right > main.getBoundingClientRect().right + 2;
+    }).map((t) => (t.caption ? t.caption.innerText : t.innerText).replace(/\s+/g, ' ').slice(0, 80)),
     // glued text set in a heavier weight than the sentence around it (myst-nb's default is bold)
     heavy_glue: [...document.querySelectorAll('span.pasted-text')].filter((e) =>
       parseInt(getComputedStyle(e).fontWeight) > parseInt(getComputedStyle(e.parentElement).fontWeight)).length,
@@ -225,6 +234,8 @@ def check_page(report: dict, page: Path, html_root: Path, static_math: int, ids_
         if leftover in text:
             at = text.index(leftover)
             problems.append(f"{leftover!r} left in the page: …{text[max(0, at - 60):at + 40]!r}…")
+    for table in report.get("clipped_tables", []):
+        problems.append(f"a table wider than its box, its right-hand columns hidden: {table!r}")
     if report.get("heavy_glue"):
         problems.append(f"{report['heavy_glue']} glued text(s) set heavier than the prose around them (book/_static/study.css)")
     problems += [f"console error: {e}" for e in report["errors"]]

@@ -44,7 +44,10 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     (tmp_path / "bad.html").write_text(
         '<html><body><main><p>Win rate ?? and {glue:text}`x` and $$y$$</p><span class="math">\\(z\\)</span>'
         '<img src="missing.png" alt="gone"><img src="ok.png"><a href="nowhere.html">x</a>'
-        '<a href="good.html#gone">y</a></main></body></html>')
+        '<a href="good.html#gone">y</a>'
+        '<div style="overflow-x: auto; width: 200px"><table><caption>Too wide</caption><tr>'
+        + '<td style="white-space: nowrap">a long cell that does not wrap</td>' * 4 + '</tr></table></div>'
+        '</main></body></html>')
     with Chromium(CHROMIUM) as browser:
         good = browser.open((tmp_path / "good.html").as_uri())
         assert good["typeset"] == 1
@@ -53,7 +56,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     text = "\n".join(bad)
     for expected in ("broken link to nowhere.html", "missing anchor good.html#gone", "image does not load",
                      "without alt text", "MathJax did not load", "not typeset", "raw TeX '$$'", "'??' left",
-                     "'{glue' left"):
+                     "'{glue' left", "a table wider than its box, its right-hand columns hidden: 'Too wide'"):
         assert expected in text, (expected, bad)
 
 

@@ -38,7 +38,7 @@ def test_every_field_has_help():
 
 def test_every_field_is_on_the_page():
     page = (REPO / PAGE).read_text(encoding="utf-8")
-    absent = [key for key, _ in _all_fields() if "." in key and f"| `{key}` |" not in page]
+    absent = [key for key, _ in _all_fields() if "." in key and f"\n`{key}` · " not in page]
     assert not absent, f"missing from {PAGE}: {absent}"
     assert {p.key for p in parameters()} >= {k for k, _ in _all_fields() if "." in k}
 
@@ -48,13 +48,25 @@ def test_the_committed_page_is_up_to_date():
         f"{PAGE} is stale: run `empathy-study params --write-page` and commit it"
 
 
+def _entry(page: str, key: str) -> str:
+    """One parameter's entry of the page: its term line, its help and its defaults."""
+    return page.split(f"\n`{key}` · ", 1)[1].split("\n\n`", 1)[0]
+
+
 def test_the_page_names_types_defaults_choices_and_stages():
     page = parameters_markdown()
-    row = next(line for line in page.splitlines() if line.startswith("| `dataset.construction` |"))
-    assert "| choice |" in row and '`"corrected"`' in row and '`"faithful"`' in row
-    sft = next(line for line in page.splitlines() if line.startswith("| `sft.epochs` |"))
-    assert "| number | `3.0` | `1.0` |" in sft, "schema default and the default profile's value"
+    entry = _entry(page, "dataset.construction")
+    assert entry.startswith("choice\n: ") and '`"corrected"`' in entry and '`"faithful"`' in entry
+    sft = _entry(page, "sft.epochs")
+    assert sft.startswith("number\n: Passes over the SFT examples")
+    assert "Schema default `3.0`; `default` profile `1.0`." in sft, "schema default and the default profile's value"
+    assert "`default` profile" not in _entry(page, "sft.gradient_accumulation_steps"), "said only where it departs"
     assert "Read by: sft." in page and "Read by: datasets." in page
+
+
+def test_the_page_has_no_tables():
+    """A six-column table per section ran past the page's right edge and hid the help column."""
+    assert not [line for line in parameters_markdown().splitlines() if line.startswith("|")]
 
 
 def test_the_pages_prose_has_no_bare_digits():
