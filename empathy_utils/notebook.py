@@ -42,9 +42,10 @@ def glue_values(values: dict, prefix: str = "") -> list[str]:
 
 
 def glue_winrates(results: pd.DataFrame, judge_name: str) -> list[str]:
-    """Glue each comparison's numbers as ``<candidate>_vs_<opponent>_<field>``, plus ``judge_name`` (short,
-    for sentences) and ``judge_description`` (the judge's full name: what it scores and how)."""
-    from .presentation import short_judge_name
+    """Glue each comparison's numbers as ``<candidate>_vs_<opponent>_<field>`` and its rates as the book
+    prints them (``..._win_rate_text``, ``..._ci_text``: :func:`presentation.winrate_texts`), plus
+    ``judge_name`` (short, for sentences) and ``judge_description`` (the judge's full name)."""
+    from .presentation import short_judge_name, winrate_texts
 
     confidence = results["confidence"].iloc[0] if len(results) else 0.95
     keys = glue_values({"judge_name": short_judge_name(judge_name), "judge_description": judge_name,
@@ -54,6 +55,7 @@ def glue_winrates(results: pd.DataFrame, judge_name: str) -> list[str]:
     for _, row in results.iterrows():
         prefix = f"{row['candidate']}_vs_{row['opponent']}_"
         keys += glue_values({f: row[f] for f in fields if row[f] is not None}, prefix)
+        keys += glue_values(winrate_texts(row), prefix)
     return keys
 
 

@@ -35,7 +35,9 @@ def percent(x, digits: int = 1) -> str:
 
 
 def interval(low, high, digits: int = 1) -> str:
-    """A confidence interval as "47.7 % – 68.6 %"."""
+    """A confidence interval as "47.7 % – 68.6 %"; a missing bound as one dash."""
+    if is_missing(low) or is_missing(high):
+        return DASH
     return f"{percent(low, digits)} – {percent(high, digits)}"
 
 
@@ -61,6 +63,17 @@ def winrate_cell(rate, low, high, wins, ties, losses, digits: int = 1) -> str:
     if is_missing(rate):
         return f"{DASH}; {counts}"
     return f"{percent_cell(rate, digits)} ({interval_cell(low, high, digits)}); {counts}"
+
+
+def winrate_texts(row) -> dict[str, str]:
+    """A comparison's rates as the book's sentences print them, for glue: ``win_rate_text``
+    ("29.7 %"), ``paper_win_rate_text`` and ``ci_text`` ("15.6 % – 45.3 %"). The chapters glue these
+    rather than format numbers themselves (a glue format spec wrote "29.7%" beside the package's
+    "95 % CI" in one sentence)."""
+    texts = {"win_rate_text": percent(row.get("win_rate")), "ci_text": interval(row.get("ci_low"), row.get("ci_high"))}
+    if "paper_win_rate" in row:
+        texts["paper_win_rate_text"] = percent(row.get("paper_win_rate"))
+    return texts
 
 
 def plain(value, nan=float("nan")):

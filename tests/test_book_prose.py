@@ -95,6 +95,14 @@ def test_no_typed_numbers_in_book_prose(chapter):
                         "from empathy_utils.paper_facts for a paper's figure):\n  " + "\n  ".join(strays))
 
 
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_percentages_in_prose_come_formatted_from_the_package(chapter):
+    """A glue format spec (``:.1%``) prints "29.7%", the package "29.7 %": one sentence of the results
+    chapter had both. The chapters glue the package's text (``..._win_rate_text:s``, ``..._ci_text:s``)."""
+    specs = [m.group(0) for m in re.finditer(r"\{glue:text\}`[^`]*:\.?\d*%`", chapter.read_text())]
+    assert not specs, f"{chapter.relative_to(REPO)}: percentages formatted by glue: {specs}"
+
+
 def test_the_check_sees_digits_in_prose_and_nowhere_else():
     text = """---
 jupytext: 1

@@ -24,6 +24,7 @@ from empathy_utils.presentation import (
     winrate_cell,
     winrate_sentence,
     winrate_sentences,
+    winrate_texts,
 )
 
 
@@ -37,6 +38,11 @@ def test_one_percent_formatter_and_one_plain_converter():
     assert interval_cell(0.477, 0.686) == "47.7–\u206068.6\u00a0%" and interval_cell(float("nan"), 0.5) == "—"
     assert winrate_cell(0.391, 0.234, 0.547, 11, 3, 18) == "39.1\u00a0% (23.4–\u206054.7\u00a0%); 11/3/18"
     assert winrate_cell(float("nan"), None, None, 0, 0, 0) == "—; 0/0/0"
+    assert interval(None, 0.5) == "—"
+    # what the chapters glue for their sentences, in the same style as every sentence of the package
+    assert winrate_texts({"win_rate": 0.297, "ci_low": 0.156, "ci_high": 0.453, "paper_win_rate": 0.281}) == {
+        "win_rate_text": "29.7 %", "ci_text": "15.6 % – 45.3 %", "paper_win_rate_text": "28.1 %"}
+    assert winrate_texts({}) == {"win_rate_text": "—", "ci_text": "—"}
     assert plain(np.int64(3)) == 3
     assert type(plain(np.int64(3))) is int
     assert plain(np.bool_(True)) is True

@@ -492,6 +492,9 @@ def test_glued_facts_and_the_ablation_table_cover_every_student():
     assert "not measured" in facts["judge_accuracy_statement"]
     assert "agreed 50 %" in facts["judge_consistency"]
     assert math.isnan(facts["pride_vs_teacher_win_rate"])  # not judged in this run: glued as NaN, never made up
+    # the chapter's sentences glue the package's text, not a format spec of their own
+    assert (facts["pride_vs_base_win_rate_text"], facts["pride_vs_base_ci_text"]) == ("60.0 %", "40.0 % – 80.0 %")
+    assert (facts["pride_vs_teacher_win_rate_text"], facts["pride_vs_teacher_ci_text"]) == ("—", "—")
     assert "intervals overlap" in facts["teacher_role"]  # teacher and PRIDE both 60 % (40 – 80)
     teacher = results["candidate"] == "teacher"
     results.loc[teacher, ["win_rate", "ci_low", "ci_high"]] = [0.25, 0.1, 0.35]
@@ -616,6 +619,7 @@ def test_judging_uses_every_opponent_and_reuses_unchanged_verdicts(tmp_path):
     assert facts["teacher_says_you"] == 1.0
     assert facts["base_says_you"] == 0.0
     assert facts["teacher_train_says_you"] == 0.0
+    assert (facts["teacher_says_you_text"], facts["base_says_you_text"]) == ("100 %", "0 %")
     assert facts["ablation_overlap"] is None
     assert pride_reply_glue(facts)["ablation_overlap"] == "This run trained no ablation beside PRIDE."
 

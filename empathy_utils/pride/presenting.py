@@ -19,6 +19,7 @@ from ..presentation import (
     position_statement,
     short_judge_name,
     winrate_cell,
+    winrate_texts,
 )
 
 
@@ -136,10 +137,12 @@ def pride_glue_facts(card: dict, report: dict, training: list[dict] | None = Non
             prefix = f"{glue_key(candidate)}_vs_{glue_key(opponent)}_"
             for f in ("win_rate", "ci_low", "ci_high", "position_consistency"):
                 facts[prefix + f] = nan
+            facts.update({prefix + k: v for k, v in winrate_texts({}).items()})
     for _, r in results.iterrows():
         prefix = f"{glue_key(r['candidate'])}_vs_{glue_key(r['opponent'])}_"
         for f in ("win_rate", "ci_low", "ci_high", "wins", "ties", "losses", "unparsed", "pairs"):
             facts[prefix + f] = r[f]
+        facts.update({prefix + k: v for k, v in winrate_texts(r).items()})
         consistency = r["position_consistency"]
         facts[prefix + "position_consistency"] = nan if is_missing(consistency) else consistency
     for s in training or []:

@@ -30,6 +30,7 @@ from ..config import StudyConfig
 from ..data import read_jsonl, save_jsonl, sha256_file
 from ..errors import StudyError
 from ..models import model_label, release_memory
+from ..presentation import percent
 from ..artifacts import FileStamp, MethodPaths, digest, files_digest, glue_key, reuse_or_build
 from ..training import reuse_or_train
 from .data import STUDENT_PROMPT_ID, TeacherLog, TeacherOutput, load_examples, pi_block, student_messages
@@ -312,6 +313,8 @@ def reply_facts(cfg: StudyConfig, run_dir: str | Path) -> dict:
     facts.setdefault("teacher_says_you", float("nan"))  # not judged against the teacher: no test replies
     train = [r for r in paths.read(paths.train_file) if r["usable"]]
     facts["teacher_train_says_you"] = sum(addresses_listener(r["teacher"]["reply"]) for r in train) / max(1, len(train))
+    # as the chapter prints them ("72 %"), formatted here rather than by a glue format spec
+    facts.update({f"{k}_text": percent(v, 0) for k, v in list(facts.items()) if k.endswith("_says_you")})
     facts["ablation_overlap"] = ablation_overlap(cfg, run_dir)
     return facts
 
