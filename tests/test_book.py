@@ -98,6 +98,15 @@ def test_the_study_profile_holds_the_grid_pride_dbt_and_the_research_data_part()
     assert research.run_dir == load_config(profile_path("llms-vs-humans")).run_dir
 
 
+def test_the_reproduce_page_lists_every_profile_and_the_command_of_the_whole_book():
+    """The page said how to build the default run's book only, and listed six of the eleven profiles."""
+    page = (REPO / "book" / "reproduce.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([a-z0-9-]+)` \|", page, re.M))
+    shipped = {p.stem for p in (REPO / "notebooks" / "params").glob("*.yaml")}
+    assert listed == shipped, f"profiles missing from the page: {shipped - listed}; not shipped: {listed - shipped}"
+    assert "make study PROFILE=study" in page
+
+
 @pytest.mark.slow
 def test_two_runs_make_one_book(tiny_run, tmp_path):
     """A second, smaller tiny run (core stages only) and the session's tiny run, built into one book
