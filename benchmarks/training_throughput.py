@@ -1,13 +1,15 @@
 """LoRA SFT and DPO throughput against this CPU's limit, on a finished run's own training data.
 
-    python benchmarks/training_throughput.py [--run runs/default] [--steps 8]
+    python benchmarks/training_throughput.py [--run runs/default] [--steps 8] [--set sft.bf16=false ...]
 
 Trains a few steps of each (the run's own settings and data, in a scratch copy of the run folder, so
 the run's adapters are untouched) and reports non-padding tokens per second, from the trainer's own
 count (``train_log.json``: ``tokens``), beside the limit this machine allows:
 
-- the limit is measured here, as fp32 matrix-multiply GFLOP/s (what the forward and backward passes
-  are made of), divided by the FLOPs a token costs: about 4 x the parameters for LoRA training
+- the limit is measured here, as matrix-multiply GFLOP/s in the precision each step trains in (fp32,
+  or bf16 where the run's ``bf16`` setting, ``auto`` by default, trains in mixed bf16: on a CPU with
+  bf16 units its multiplies run in bf16), divided by the FLOPs a token costs: about 4 x the parameters
+  for LoRA training
   (forward, and a backward pass through frozen weights that skips their weight gradients);
 - DPO also runs its reference model forward over the same tokens (2 x the parameters more), so its
   own limit is 6 x the parameters per token; both ratios are printed.
@@ -60,6 +62,9 @@ def main() -> None:
                         help="train the run's whole SFT and DPO steps on plain and on packed frozen weights, "
                              "alternating (--repeats of each), in one process")
     parser.add_argument("--repeats", type=int, default=2, help="with --packing: runs of each path")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="change a setting of the run's params for the plain measurement, as "
+                             "`empathy-study run --set` takes it (e.g. sft.bf16=false: fp32 on any CPU)")
     args = parser.parse_args()
     if args.packing:
         return compare_packing(Path(args.run), args.only, args.repeats)
@@ -81,12 +86,17 @@ def main() -> None:
 
     run = Path(args.run)
     overrides = [f"{s}.{k}={v}" for s in ("sft", "dpo") for k, v in (("max_steps", args.steps), ("logging_steps", 1))]
+    overrides += args.overrides
     cfg = load_config(run / "params.yaml", overrides)
     params = sum(p.numel() for p in load_model(cfg.model.name_or_path).parameters())
-    gflops = matmul_gflops()
-    print(f"{cfg.model.name_or_path}: {params / 1e6:.0f} M parameters; fp32 matmul {gflops:.0f} GFLOP/s "
-          f"on {torch.get_num_threads()} threads; {args.steps} steps each of SFT and DPO on {run}'s data")
-    results = {"gflops": round(gflops, 1), "parameters": params}
+    precision = {step: "bfloat16" if training.train_in_bf16(getattr(cfg, step).bf16) else "float32"
+                 for step in ("sft", "dpo")}
+    gflops_by_dtype = {dtype: matmul_gflops(dtype=dtype) for dtype in sorted(set(precision.values()))}
+    print(f"{cfg.model.name_or_path}: {params / 1e6:.0f} M parameters; matmul "
+          + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in gflops_by_dtype.items())
+          + f" on {torch.get_num_threads()} threads; {args.steps} steps each of SFT and DPO on {run}'s data; "
+          f"SFT trains in {precision['sft']}, DPO in {precision['dpo']}")
+    results = {"gflops": {d: round(g, 1) for d, g in gflops_by_dtype.items()}, "parameters": params}
     with tempfile.TemporaryDirectory() as scratch:
         shutil.copytree(run / "data", Path(scratch) / "data")
         for step, train, flops_per_token in (("sft", train_sft, 4), ("dpo", train_dpo, 6)):
@@ -106,15 +116,16 @@ def main() -> None:
                 print(f"  {step.upper()}, labelled positions only: {summary['tokens_per_second']} tok/s, last loss "
                       f"{summary['last_loss']}: {summary['tokens_per_second'] / old['tokens_per_second']:.2f}x")
             rate = summary["tokens_per_second"]
+            gflops = gflops_by_dtype[precision[step]]
             limit_lora = tokens_per_second_limit(gflops, params, 4)
             limit_own = tokens_per_second_limit(gflops, params, flops_per_token)
-            results[step] = {"steps": summary["steps"], "tokens": summary["tokens"], "seconds": summary["seconds"],
+            results[step] = {"precision": precision[step], "steps": summary["steps"], "tokens": summary["tokens"], "seconds": summary["seconds"],
                              "tokens_per_second": rate, "limit_lora_training": round(limit_lora, 1),
                              "ratio_to_lora_limit": round(rate / limit_lora, 2),
                              "limit_with_its_own_passes": round(limit_own, 1),
                              "ratio_to_own_limit": round(rate / limit_own, 2), "peak_rss_gb": summary["peak_rss_gb"]}
             print(f"  {step.upper()}: {summary['tokens']} tokens in {summary['seconds']} s = {rate} tok/s; "
-                  f"{rate / limit_lora:.0%} of the LoRA-training limit ({limit_lora:.0f} tok/s), "
+                  f"{rate / limit_lora:.0%} of the LoRA-training limit in {precision[step]} ({limit_lora:.0f} tok/s), "
                   f"{rate / limit_own:.0%} of its own ({limit_own:.0f} tok/s, {flops_per_token} x parameters "
                   f"per token); process peak RSS {summary['peak_rss_gb']} GB")
     print(json.dumps(results))
