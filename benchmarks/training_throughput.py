@@ -26,8 +26,9 @@ prompt prefix once (``sft/dpo.share_prompt_prefix``, ``empathy_utils.prefix_shar
 and prints the times, the tokens the model ran and the losses side by side. With ``--precision`` it
 trains the run's whole SFT and DPO steps in fp32 and in mixed bf16, alternating. With ``--packing`` it
 trains them with LoRA's frozen base layers on plain ``nn.Linear`` and on weights packed for oneDNN
-(``empathy_utils.packed_linear``; ``EMPATHY_PACKED_LINEAR=0`` is the old path), alternating. It
-measures; it asserts nothing.
+(``empathy_utils.packed_linear``; ``EMPATHY_PACKED_LINEAR=0`` is the old path), alternating. With
+``--lm-head`` it trains them with TRL's chunked LM head (``EMPATHY_LM_HEAD=trl``, the old path) and with
+``empathy_utils.lm_head``'s whole-vocabulary one, alternating. It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -61,13 +62,18 @@ def main() -> None:
     parser.add_argument("--packing", action="store_true",
                         help="train the run's whole SFT and DPO steps on plain and on packed frozen weights, "
                              "alternating (--repeats of each), in one process")
-    parser.add_argument("--repeats", type=int, default=2, help="with --packing: runs of each path")
+    parser.add_argument("--lm-head", action="store_true",
+                        help="train the run's whole SFT and DPO steps with TRL's chunked LM head "
+                             "(EMPATHY_LM_HEAD=trl) and the study's whole-vocabulary one, alternating")
+    parser.add_argument("--repeats", type=int, default=2, help="with --packing or --lm-head: runs of each path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="change a setting of the run's params for the plain measurement, as "
                              "`empathy-study run --set` takes it (e.g. sft.bf16=false: fp32 on any CPU)")
     args = parser.parse_args()
     if args.packing:
         return compare_packing(Path(args.run), args.only, args.repeats)
+    if args.lm_head:
+        return compare_lm_head(Path(args.run), args.only, args.repeats, args.overrides)
     if args.prefix_sharing:
         return compare_prefix_sharing(Path(args.run), args.only)
     if args.precision:
@@ -158,7 +164,7 @@ def alternate_two_paths(run: Path, paths: tuple[str, str], configure, only: str 
             path = paths[second]
             results.setdefault(f"{step}_{path}", []).append(
                 {k: summary.get(k) for k in ("seconds", "tokens", "last_loss", "peak_rss_gb", "packed_layers",
-                                             "mixed_precision")})
+                                             "mixed_precision", "lm_head")})
             print(f"  {step.upper()} {path}: {summary['steps']} steps, {summary['seconds']} s, "
                   f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
                   f"{summary.get('packed_layers')} layers packed, precision {summary.get('mixed_precision')}, "
@@ -193,6 +199,22 @@ def compare_packing(run: Path, only: str | None = None, repeats: int = 2) -> Non
         alternate_two_paths(run, ("plain", "packed"), configure, only=only, repeats=repeats)
     finally:
         os.environ.pop("EMPATHY_PACKED_LINEAR", None)
+
+
+def compare_lm_head(run: Path, only: str | None = None, repeats: int = 2, overrides: list[str] = ()) -> None:
+    """The run's SFT and DPO steps with TRL's chunked LM head and with ``empathy_utils.lm_head``'s."""
+    import os
+
+    from empathy_utils.config import load_config
+
+    def configure(step: str, whole_vocabulary: bool):
+        os.environ["EMPATHY_LM_HEAD"] = "whole-vocabulary" if whole_vocabulary else "trl"
+        return load_config(run / "params.yaml", list(overrides))
+
+    try:
+        alternate_two_paths(run, ("TRL-head", "whole-vocabulary-head"), configure, only=only, repeats=repeats)
+    finally:
+        os.environ.pop("EMPATHY_LM_HEAD", None)
 
 
 def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:

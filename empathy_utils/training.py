@@ -23,6 +23,7 @@ from pathlib import Path
 from .artifacts import JsonStamp, RunPaths, digest, files_digest, reuse_or_build
 from .config import StudyConfig, load_config
 from .errors import StudyError
+from .lm_head import head_summary, whole_vocabulary_lm_head
 from .prefix_sharing import shared_prompt_prefix
 
 
@@ -281,10 +282,11 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
                                 peft_config=lora_config(cfg)))
     start = time.time()
     packed = pack_frozen_weights(trainer)
-    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
+    with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data), "packed_layers": packed} | sharing_summary(sharing))
+                 {"examples": len(data), "packed_layers": packed} | sharing_summary(sharing) | head_summary(head))
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -326,7 +328,8 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
                         | trainer_arguments(cfg.dpo, out, cfg.run.seed)),
                      max_length=cfg.dpo.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type])
     start = time.time()
-    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.dpo)) as sharing:
+    with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            shared_prompt_prefix(model, sharing_prefix(cfg, cfg.dpo)) as sharing:
         with no_tqdm_bars():  # TRL's bar over the reference pass
             trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
                                                processing_class=tokenizer))
@@ -336,7 +339,7 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
     extra = {"pairs": len(data), "packed_layers": packed, "last_reward_margin": margins[-1] if margins else None,
-             "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing)
+             "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing) | head_summary(head)
     return _save(trainer, tokenizer, out, time.time() - start, extra)
 
 

@@ -196,24 +196,20 @@ def test_an_unset_trainer_section_leaves_the_adapter_fingerprint_as_it_was(tmp_p
 
 def _train_counting_head_rows(cfg, run_dir, step, switch_on, monkeypatch):
     """Train ``step`` from scratch with TRL's labelled-positions switch on or off; return the summary,
-    the per-step losses and how many rows TRL's chunked LM head scored."""
+    the per-step losses and how many rows the LM head scored (every call TRL makes to it)."""
     import contextlib
     import shutil
 
-    import trl.trainer.utils as trl_utils
-
-    from empathy_utils import training
+    from empathy_utils import lm_head, training
 
     rows = []
-    real_apply = trl_utils._ChunkedLogProbFunction.apply
+    real_apply = lm_head._DispatchingLogProb.apply
 
-    class Counting:
-        @staticmethod
-        def apply(hidden, *rest):
-            rows.append(hidden.shape[0])
-            return real_apply(hidden, *rest)
+    def counting_apply(self, hidden, *rest):
+        rows.append(hidden.shape[0])
+        return real_apply(self, hidden, *rest)
 
-    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counting)
+    monkeypatch.setattr(lm_head._DispatchingLogProb, "apply", counting_apply)
     if not switch_on:
         monkeypatch.setattr(training, "labelled_positions_only", contextlib.nullcontext)
     folder = RunPaths(run_dir).sft_model if step == "sft" else RunPaths(run_dir).dpo_model

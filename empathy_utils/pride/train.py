@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import StudyConfig
 from ..errors import StudyError
+from ..lm_head import head_summary, whole_vocabulary_lm_head
 from ..prefix_sharing import shared_prompt_prefix
 from ..packed_linear import packed_count
 from ..training import (labelled_positions_only, mixed_precision, pack_frozen_weights, quiet_trainer, sharing_prefix,
@@ -257,10 +258,12 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
     start = time.time()
     packed = pack_frozen_weights(trainer)
-    with labelled_positions_only(), shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
+    with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows), "packed_layers": packed} | sharing_summary(sharing))
+                     time.time() - start, {"examples": len(rows), "packed_layers": packed}
+                     | sharing_summary(sharing) | head_summary(head))
 
 
 def make_sdft_trainer(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path):
