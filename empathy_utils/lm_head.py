@@ -10,8 +10,7 @@ and elementwise passes rather than products (torch.profiler, benchmarks/README.m
 ``log(sum p^2)``, the mean logit and whether the target is the first argmax) and the same gradients for
 the hidden states: it multiplies a block of rows by the whole vocabulary at once, the logits in the
 autocast dtype as TRL does (the frozen weight cast once, and kept while it is alive and unchanged), the
-gradient in fp32 as TRL's does on a CPU. The maths is
-TRL's; the rounding is not identical (one product instead of two tiles), so trained adapters agree with
+gradient in fp32 as TRL's does on a CPU. The maths is TRL's; the rounding is not identical (one product instead of two tiles), so trained adapters agree with
 TRL's head to rounding, not bit for bit (tests/test_lm_head.py). Anything it does not cover — a bias, a
 logit soft-cap, a head weight that is trained, a tensor off the CPU — goes to TRL's own function, and so
 does everything with ``EMPATHY_LM_HEAD=trl`` in the environment (the old path, for benchmarks).
@@ -26,6 +25,7 @@ from contextlib import contextmanager
 import torch
 
 ROWS_PER_BLOCK = 256  # 256 rows x 49,152 logits in fp32: 50 MB a temporary
+ALL_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")  # TRL's optional outputs
 
 
 class _CastWeight:
@@ -58,7 +58,7 @@ class WholeVocabularyLogProb(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-                logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+                logit_scale=1.0, outputs=ALL_OUTPUTS):
         ctx.set_materialize_grads(False)
         dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else hidden.dtype
         scale = logit_scale / temperature
@@ -110,8 +110,8 @@ class WholeVocabularyLogProb(torch.autograd.Function):
                 grad = term.neg_() if grad is None else grad.sub_(term)
             if ctx.scale != 1.0:
                 grad.mul_(ctx.scale)
-            # in fp32, as TRL's head multiplies its backward on a CPU: a bf16 product here moved DPO's
-            # losses by about 1 % within a dozen steps (benchmarks/README.md)
+            # in fp32, as TRL's head multiplies its backward on a CPU: a bf16 product was faster, but its
+            # gradient was further from fp32's than TRL's (benchmarks/README.md)
             grad_hidden[block] = torch.mm(grad, cast_weight(weight, torch.float32))
         return grad_hidden.to(hidden.dtype), None, None, None, None, None, None, None, None
 
@@ -124,7 +124,7 @@ class _DispatchingLogProb:
         self.rows = 0  # rows this head scored (tests, benchmarks)
 
     def apply(self, hidden, weight, bias, targets, temperature, chunk_size, final_logit_softcapping=None,
-              logit_scale=1.0, outputs=("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")):
+              logit_scale=1.0, outputs=ALL_OUTPUTS):
         if (hidden.device.type != "cpu" or weight.device.type != "cpu" or bias is not None
                 or final_logit_softcapping is not None or weight.requires_grad
                 or os.environ.get("EMPATHY_LM_HEAD") == "trl"):
