@@ -57,6 +57,18 @@ PAGE_REPORT = r"""
       }
       return t.getBoundingClientRect().right > main.getBoundingClientRect().right + 2;
     }).map((t) => (t.caption ? t.caption.innerText : t.innerText).replace(/\s+/g, ' ').slice(0, 80)),
+    // a number and its "%" with an ordinary space between them, where a line can break (not in code)
+    split_percent: (() => {
+      const found = [], walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
+      for (let node; (node = walker.nextNode());) {
+        const box = node.parentElement;
+        if (!/[0-9\u00bd] %/.test(node.data) || box.closest('code, .cell_input, .math, mjx-container, script, style')
+            || (box.closest('pre') && !box.closest('.output, .cell_output'))) continue;
+        const at = node.data.search(/[0-9\u00bd] %/);
+        found.push(node.data.slice(Math.max(0, at - 30), at + 10));
+      }
+      return found;
+    })(),
     // glued text set in a heavier weight than the sentence around it (myst-nb's default is bold)
     heavy_glue: [...document.querySelectorAll('span.pasted-text')].filter((e) =>
       parseInt(getComputedStyle(e).fontWeight) > parseInt(getComputedStyle(e.parentElement).fontWeight)).length,
@@ -236,6 +248,9 @@ def check_page(report: dict, page: Path, html_root: Path, static_math: int, ids_
             problems.append(f"{leftover!r} left in the page: …{text[max(0, at - 60):at + 40]!r}…")
     for table in report.get("clipped_tables", []):
         problems.append(f"a table wider than its box, its right-hand columns hidden: {table!r}")
+    if report.get("split_percent"):
+        problems.append(f"{len(report['split_percent'])} number(s) a line can separate from their '%' "
+                        f"(empathy_utils.sphinx_fixes): {report['split_percent'][0]!r}")
     if report.get("heavy_glue"):
         problems.append(f"{report['heavy_glue']} glued text(s) set heavier than the prose around them (book/_static/study.css)")
     problems += [f"console error: {e}" for e in report["errors"]]

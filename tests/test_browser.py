@@ -40,9 +40,10 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     mathjax = '<script defer src="mathjax/tex-mml-chtml.js"></script>'
     (tmp_path / "good.html").write_text(
         f'<html><head>{mathjax}</head><body><main><p id="here">Fine {math}.</p><img src="ok.png" alt="a dot">'
-        '<a href="good.html#here">self</a></main></body></html>')
+        '<a href="good.html#here">self</a><p>Agreed 65.6\u00a0% of pairs.</p><pre><code>x = 7 % 3</code></pre>'
+        '<div class="cell_output"><pre>half of them: 50\u00a0%</pre></div></main></body></html>')
     (tmp_path / "bad.html").write_text(
-        '<html><body><main><p>Win rate ?? and {glue:text}`x` and $$y$$</p><span class="math">\\(z\\)</span>'
+        '<html><body><main><p>Win rate ?? and {glue:text}`x` and $$y$$</p><div class="cell_output"><pre>agreed 65.6 % of pairs</pre></div><span class="math">\\(z\\)</span>'
         '<img src="missing.png" alt="gone"><img src="ok.png"><a href="nowhere.html">x</a>'
         '<a href="good.html#gone">y</a>'
         '<div style="overflow-x: auto; width: 200px"><table><caption>Too wide</caption><tr>'
@@ -56,7 +57,7 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     text = "\n".join(bad)
     for expected in ("broken link to nowhere.html", "missing anchor good.html#gone", "image does not load",
                      "without alt text", "MathJax did not load", "not typeset", "raw TeX '$$'", "'??' left",
-                     "'{glue' left", "a table wider than its box, its right-hand columns hidden: 'Too wide'"):
+                     "'{glue' left", "1 number(s) a line can separate from their '%'", "a table wider than its box, its right-hand columns hidden: 'Too wide'"):
         assert expected in text, (expected, bad)
 
 
@@ -88,3 +89,29 @@ def test_repeated_scripts_are_dropped_and_pasted_figures_get_their_cells_alt(tmp
     bare.outputs = [nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(png[:-1]).decode()})]
     nbformat.write(nbformat.v4.new_notebook(cells=[cell, bare]), tmp_path / "n.ipynb")
     assert notebook_image_alts([tmp_path / "n.ipynb"]) == {hashlib.sha256(png).hexdigest() + ".png": "A dot."}
+
+
+def test_numbers_keep_their_percent_sign_except_in_code_and_math():
+    """The book's text, printed outputs and HTML tables get a no-break space before "%"; code, inline
+    code and TeX (where "%" is an operator or a comment) keep what was written."""
+    from docutils import nodes
+    from docutils.frontend import get_default_settings
+    from docutils.parsers.rst import Parser
+    from docutils.utils import new_document
+
+    from empathy_utils.sphinx_fixes import keep_numbers_with_percent
+
+    document = new_document("page", get_default_settings(Parser))
+    prose = nodes.paragraph("", "", nodes.Text("It agreed 65.6 % of the time, ties ½ % and "),
+                            nodes.literal("", "x = 7 % 3"), nodes.Text(" the rest 34.4 %."))
+    printed = nodes.literal_block("", "the orders agreed 25 % of pairs", classes=["output", "stream"])
+    source = nodes.literal_block("", "print(7 % 3)", classes=["code"])
+    table = nodes.raw("", "<td>report 95 % CI</td>", format="html", classes=["output", "text_html"])
+    tex = nodes.math_block("", "p = 5 % 2")
+    document += [prose, printed, source, table, tex]
+    assert keep_numbers_with_percent(document) == 4
+    assert prose.astext() == "It agreed 65.6\u00a0% of the time, ties ½\u00a0% and x = 7 % 3 the rest 34.4\u00a0%."
+    assert printed.astext() == "the orders agreed 25\u00a0% of pairs"
+    assert table.astext() == "<td>report 95\u00a0% CI</td>"
+    assert (source.astext(), tex.astext()) == ("print(7 % 3)", "p = 5 % 2")
+    assert keep_numbers_with_percent(document) == 0
