@@ -28,7 +28,9 @@ trains the run's whole SFT and DPO steps in fp32 and in mixed bf16, alternating.
 trains them with LoRA's frozen base layers on plain ``nn.Linear`` and on weights packed for oneDNN
 (``empathy_utils.packed_linear``; ``EMPATHY_PACKED_LINEAR=0`` is the old path), alternating. With
 ``--lm-head`` it trains them with TRL's chunked LM head (``EMPATHY_LM_HEAD=trl``, the old path) and with
-``empathy_utils.lm_head``'s whole-vocabulary one, alternating. It measures; it asserts nothing.
+``empathy_utils.lm_head``'s whole-vocabulary one, alternating. With ``--attention`` it trains them with
+transformers' SDPA attention (``EMPATHY_ATTENTION=sdpa``, the old path) and with
+``empathy_utils.grouped_attention``'s grouped products, alternating. It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -65,13 +67,19 @@ def main() -> None:
     parser.add_argument("--lm-head", action="store_true",
                         help="train the run's whole SFT and DPO steps with TRL's chunked LM head "
                              "(EMPATHY_LM_HEAD=trl) and the study's whole-vocabulary one, alternating")
-    parser.add_argument("--repeats", type=int, default=2, help="with --packing or --lm-head: runs of each path")
+    parser.add_argument("--attention", action="store_true",
+                        help="train the run's whole SFT and DPO steps with transformers' SDPA attention "
+                             "(EMPATHY_ATTENTION=sdpa) and the study's grouped products, alternating")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="with --packing, --lm-head or --attention: runs of each path")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="change a setting of the run's params for the plain measurement, as "
                              "`empathy-study run --set` takes it (e.g. sft.bf16=false: fp32 on any CPU)")
     args = parser.parse_args()
     if args.packing:
         return compare_packing(Path(args.run), args.only, args.repeats)
+    if args.attention:
+        return compare_attention(Path(args.run), args.only, args.repeats, args.overrides)
     if args.lm_head:
         return compare_lm_head(Path(args.run), args.only, args.repeats, args.overrides)
     if args.prefix_sharing:
@@ -164,10 +172,11 @@ def alternate_two_paths(run: Path, paths: tuple[str, str], configure, only: str 
             path = paths[second]
             results.setdefault(f"{step}_{path}", []).append(
                 {k: summary.get(k) for k in ("seconds", "tokens", "last_loss", "peak_rss_gb", "packed_layers",
-                                             "mixed_precision", "lm_head")})
+                                             "mixed_precision", "lm_head", "attention")})
             print(f"  {step.upper()} {path}: {summary['steps']} steps, {summary['seconds']} s, "
                   f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
                   f"{summary.get('packed_layers')} layers packed, precision {summary.get('mixed_precision')}, "
+                  f"attention {summary.get('attention')}, "
                   f"peak RSS {summary['peak_rss_gb']} GB", flush=True)
         first, then = (sum(r["seconds"] for r in results[f"{step}_{path}"]) for path in paths)
         results[f"{step}_speed-up"] = round(first / then, 2)
@@ -215,6 +224,22 @@ def compare_lm_head(run: Path, only: str | None = None, repeats: int = 2, overri
         alternate_two_paths(run, ("TRL-head", "whole-vocabulary-head"), configure, only=only, repeats=repeats)
     finally:
         os.environ.pop("EMPATHY_LM_HEAD", None)
+
+
+def compare_attention(run: Path, only: str | None = None, repeats: int = 2, overrides: list[str] = ()) -> None:
+    """The run's SFT and DPO steps with transformers' SDPA attention and with ``empathy_utils.grouped_attention``."""
+    import os
+
+    from empathy_utils.config import load_config
+
+    def configure(step: str, grouped: bool):
+        os.environ["EMPATHY_ATTENTION"] = "grouped-products" if grouped else "sdpa"
+        return load_config(run / "params.yaml", list(overrides))
+
+    try:
+        alternate_two_paths(run, ("SDPA", "grouped-products"), configure, only=only, repeats=repeats)
+    finally:
+        os.environ.pop("EMPATHY_ATTENTION", None)
 
 
 def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:

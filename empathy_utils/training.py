@@ -6,6 +6,8 @@ Choices the paper leaves open (book/methods.md, Two-step fine-tuning), made here
   the reference policy, so the reference is the SFT model and no second model sits in memory.
 - mixed bf16 where the hardware has bf16 units (a GPU, or a CPU with AVX512-BF16/AMX), fp32 elsewhere
   (``bf16: auto``); no gradient checkpointing (it costs 25 % speed for memory we have). Both are parameters.
+  In mixed bf16 on a CPU, attention runs as plain products per key/value head
+  (:mod:`empathy_utils.grouped_attention`), not SDPA's flash kernel, whose CPU backward is slow there.
 
 Each function takes the run's :class:`StudyConfig` and a run folder and writes an adapter folder
 plus ``train_log.json``; the same functions run under ``accelerate launch`` through :func:`main`.
@@ -23,6 +25,7 @@ from pathlib import Path
 from .artifacts import JsonStamp, RunPaths, digest, files_digest, reuse_or_build
 from .config import StudyConfig, load_config
 from .errors import StudyError
+from .grouped_attention import grouped_products_attention
 from .lm_head import head_summary, whole_vocabulary_lm_head
 from .prefix_sharing import shared_prompt_prefix
 
@@ -283,10 +286,12 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     start = time.time()
     packed = pack_frozen_weights(trainer)
     with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            grouped_products_attention(model, args.bf16) as attention, \
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data), "packed_layers": packed} | sharing_summary(sharing) | head_summary(head))
+                 {"examples": len(data), "packed_layers": packed, "attention": attention}
+                 | sharing_summary(sharing) | head_summary(head))
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:
@@ -329,6 +334,7 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
                      max_length=cfg.dpo.max_length, beta=cfg.dpo.beta, loss_type=[cfg.dpo.loss_type])
     start = time.time()
     with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            grouped_products_attention(model, args.bf16) as attention, \
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.dpo)) as sharing:
         with no_tqdm_bars():  # TRL's bar over the reference pass
             trainer = quiet_trainer(DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data,
@@ -338,7 +344,8 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     history = trainer.state.log_history
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-    extra = {"pairs": len(data), "packed_layers": packed, "last_reward_margin": margins[-1] if margins else None,
+    extra = {"pairs": len(data), "packed_layers": packed, "attention": attention,
+             "last_reward_margin": margins[-1] if margins else None,
              "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing) | head_summary(head)
     return _save(trainer, tokenizer, out, time.time() - start, extra)
 

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import StudyConfig
 from ..errors import StudyError
+from ..grouped_attention import grouped_products_attention
 from ..lm_head import head_summary, whole_vocabulary_lm_head
 from ..prefix_sharing import shared_prompt_prefix
 from ..packed_linear import packed_count
@@ -259,10 +260,11 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
     start = time.time()
     packed = pack_frozen_weights(trainer)
     with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
+            grouped_products_attention(model, args.bf16) as attention, \
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows), "packed_layers": packed}
+                     time.time() - start, {"examples": len(rows), "packed_layers": packed, "attention": attention}
                      | sharing_summary(sharing) | head_summary(head))
 
 
