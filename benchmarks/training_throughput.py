@@ -194,52 +194,39 @@ def compare_precision(run: Path, only: str | None = None) -> None:
         run / "params.yaml", [f"{step}.bf16={'true' if bf16 else 'false'}"]))
 
 
-def compare_packing(run: Path, only: str | None = None, repeats: int = 2) -> None:
-    """The run's SFT and DPO steps (fp32 here) with LoRA's frozen base layers plain and packed for oneDNN."""
+def compare_switch(run: Path, variable: str, values: tuple[str, str], paths: tuple[str, str],
+                   only: str | None = None, repeats: int = 2, overrides: list[str] = ()) -> None:
+    """The run's SFT and DPO steps with the environment switch ``variable`` at each of ``values`` (the old
+    path first), alternating; ``paths`` name them in the report."""
     import os
 
     from empathy_utils.config import load_config
 
-    def configure(step: str, packed: bool):
-        os.environ["EMPATHY_PACKED_LINEAR"] = "1" if packed else "0"
-        return load_config(run / "params.yaml")
+    def configure(step: str, second: bool):
+        os.environ[variable] = values[second]
+        return load_config(run / "params.yaml", list(overrides))
 
     try:
-        alternate_two_paths(run, ("plain", "packed"), configure, only=only, repeats=repeats)
+        alternate_two_paths(run, paths, configure, only=only, repeats=repeats)
     finally:
-        os.environ.pop("EMPATHY_PACKED_LINEAR", None)
+        os.environ.pop(variable, None)
+
+
+def compare_packing(run: Path, only: str | None = None, repeats: int = 2) -> None:
+    """The run's SFT and DPO steps (fp32 here) with LoRA's frozen base layers plain and packed for oneDNN."""
+    compare_switch(run, "EMPATHY_PACKED_LINEAR", ("0", "1"), ("plain", "packed"), only, repeats)
 
 
 def compare_lm_head(run: Path, only: str | None = None, repeats: int = 2, overrides: list[str] = ()) -> None:
     """The run's SFT and DPO steps with TRL's chunked LM head and with ``empathy_utils.lm_head``'s."""
-    import os
-
-    from empathy_utils.config import load_config
-
-    def configure(step: str, whole_vocabulary: bool):
-        os.environ["EMPATHY_LM_HEAD"] = "whole-vocabulary" if whole_vocabulary else "trl"
-        return load_config(run / "params.yaml", list(overrides))
-
-    try:
-        alternate_two_paths(run, ("TRL-head", "whole-vocabulary-head"), configure, only=only, repeats=repeats)
-    finally:
-        os.environ.pop("EMPATHY_LM_HEAD", None)
+    compare_switch(run, "EMPATHY_LM_HEAD", ("trl", "whole-vocabulary"), ("TRL-head", "whole-vocabulary-head"),
+                   only, repeats, overrides)
 
 
 def compare_attention(run: Path, only: str | None = None, repeats: int = 2, overrides: list[str] = ()) -> None:
     """The run's SFT and DPO steps with transformers' SDPA attention and with ``empathy_utils.grouped_attention``."""
-    import os
-
-    from empathy_utils.config import load_config
-
-    def configure(step: str, grouped: bool):
-        os.environ["EMPATHY_ATTENTION"] = "grouped-products" if grouped else "sdpa"
-        return load_config(run / "params.yaml", list(overrides))
-
-    try:
-        alternate_two_paths(run, ("SDPA", "grouped-products"), configure, only=only, repeats=repeats)
-    finally:
-        os.environ.pop("EMPATHY_ATTENTION", None)
+    compare_switch(run, "EMPATHY_ATTENTION", ("sdpa", "grouped-products"), ("SDPA", "grouped-products"),
+                   only, repeats, overrides)
 
 
 def compare_dpo_reference(run: Path, epochs: float | None = None) -> None:
