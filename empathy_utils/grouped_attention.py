@@ -5,7 +5,7 @@ The embedded model has 9 query heads and 3 key/value heads (grouped-query attent
 training batch carries a mask, then runs SDPA's flash kernel, whose CPU backward is slow: in a profile
 of ten mixed-bf16 SFT steps of the default run, its backward took 16 % of the time and its forward
 5 % (benchmarks/README.md). Here the three query heads that share a key/value head are stacked into
-one matrix, so attention is two plain products per key/value head, with nothing copied: scores
+one matrix, so attention is two plain products per key/value head, no key or value copied: scores
 ``queries @ keys.T``, a softmax in fp32, then ``probabilities @ values``. At the SFT batches' shape
 (4 rows, 152 positions against 345 keys) forward and backward took 7.4 ms against the flash kernel's
 18.5 ms in bf16; the default run's whole SFT and DPO steps in mixed bf16 ran 1.07-1.11x and 1.10x
