@@ -172,11 +172,11 @@ def alternate_two_paths(run: Path, paths: tuple[str, str], configure, only: str 
             path = paths[second]
             results.setdefault(f"{step}_{path}", []).append(
                 {k: summary.get(k) for k in ("seconds", "tokens", "last_loss", "peak_rss_gb", "packed_layers",
-                                             "mixed_precision", "lm_head", "attention")})
+                                             "mixed_precision", "lm_head", "attention_implementation")})
             print(f"  {step.upper()} {path}: {summary['steps']} steps, {summary['seconds']} s, "
                   f"{summary['tokens_per_second']} tok/s, last loss {summary['last_loss']}, "
                   f"{summary.get('packed_layers')} layers packed, precision {summary.get('mixed_precision')}, "
-                  f"attention {summary.get('attention')}, "
+                  f"attention {summary.get('attention_implementation')}, "
                   f"peak RSS {summary['peak_rss_gb']} GB", flush=True)
         first, then = (sum(r["seconds"] for r in results[f"{step}_{path}"]) for path in paths)
         results[f"{step}_speed-up"] = round(first / then, 2)

@@ -290,7 +290,7 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data), "packed_layers": packed, "attention": attention}
+                 {"examples": len(data), "packed_layers": packed, "attention_implementation": attention}
                  | sharing_summary(sharing) | head_summary(head))
 
 
@@ -344,7 +344,7 @@ def _train_dpo(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     history = trainer.state.log_history
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
     accuracies = [h["rewards/accuracies"] for h in history if "rewards/accuracies" in h]
-    extra = {"pairs": len(data), "packed_layers": packed, "attention": attention,
+    extra = {"pairs": len(data), "packed_layers": packed, "attention_implementation": attention,
              "last_reward_margin": margins[-1] if margins else None,
              "last_reward_accuracy": accuracies[-1] if accuracies else None} | sharing_summary(sharing) | head_summary(head)
     return _save(trainer, tokenizer, out, time.time() - start, extra)

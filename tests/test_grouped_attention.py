@@ -122,8 +122,8 @@ def test_mixed_bf16_training_runs_on_grouped_products_to_sdpas_losses(tmp_path, 
     cfg = _tiny_run(tmp_path, step, "true")
     old, old_losses, _, old_calls = _train_counting(cfg, tmp_path, step, "sdpa", monkeypatch)
     new, new_losses, new_weights, new_calls = _train_counting(cfg, tmp_path, step, "grouped-products", monkeypatch)
-    assert (old["attention"], old_calls) == ("sdpa", 0)
-    assert new["attention"] == "grouped products" and new_calls > 0
+    assert (old["attention_implementation"], old_calls) == ("sdpa", 0)
+    assert new["attention_implementation"] == "grouped products" and new_calls > 0
     # (the weights are not compared: Adam's first steps turn bf16's rounding into sign flips of small updates;
     # the fp32 tests above compare gradients)
     assert new_losses == pytest.approx(old_losses, rel=2e-2)
@@ -133,4 +133,4 @@ def test_mixed_bf16_training_runs_on_grouped_products_to_sdpas_losses(tmp_path, 
 def test_fp32_training_keeps_sdpa(tmp_path, tiny_spec, monkeypatch):
     cfg = _tiny_run(tmp_path, "sft", "false")
     summary, _, _, calls = _train_counting(cfg, tmp_path, "sft", "grouped-products", monkeypatch)
-    assert (summary["attention"], calls) == ("sdpa", 0)
+    assert (summary["attention_implementation"], calls) == ("sdpa", 0)

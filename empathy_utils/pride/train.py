@@ -264,7 +264,8 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows), "packed_layers": packed, "attention": attention}
+                     time.time() - start, {"examples": len(rows), "packed_layers": packed,
+                                           "attention_implementation": attention}
                      | sharing_summary(sharing) | head_summary(head))
 
 
