@@ -18,6 +18,14 @@ probabilities rounded to the values' dtype before the second product, as eager a
 Used while the study trains in mixed bf16 on a CPU (:func:`grouped_products_attention`);
 ``EMPATHY_ATTENTION=sdpa`` keeps transformers' attention (the old path, for comparisons). On a GPU,
 SDPA's fused kernels stay.
+
+Inference on a CPU has a second, smaller fix (:func:`grouped_decode_attention_forward`, registered as
+``INFERENCE_NAME`` by ``models.load_model`` for inference models): a decoding step whose batch carries no
+padding (one row, or rows of one length) has no mask, and transformers then hands SDPA the grouped
+heads with ``enable_gqa``, which torch's CPU kernel serves far more slowly than the masked path, where
+transformers stacks each key/value head's query heads as rows of one attention (``pack_gqa``): a decode
+step of 16 unpadded rows took 115 ms against 50 ms (benchmarks/README.md, 2026-12-06 night). Here such a
+step takes the stacked path too, without a mask; every other call is transformers' SDPA unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import os
 from contextlib import contextmanager
 
 NAME = "grouped_products"
+INFERENCE_NAME = "sdpa_stacked_decode"
 
 
 def grouped_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
@@ -59,6 +68,40 @@ def grouped_attention_forward(module, query, key, value, attention_mask, dropout
         probabilities = torch.nn.functional.dropout(probabilities, p=dropout)
     out = torch.matmul(probabilities.to(value.dtype).view(batch, kv_heads, group * length, keys), value)
     return out.view(batch, heads, length, dim).transpose(1, 2).contiguous(), None
+
+
+def grouped_decode_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                                     scaling: float | None = None, is_causal: bool | None = None, **kwargs):
+    """transformers' SDPA attention, except a one-token step with no mask and grouped key/value heads on
+    a CPU: the query heads that share a key/value head become that head's rows of one SDPA call (what
+    transformers does when there is a mask), instead of ``enable_gqa``. The same function of the inputs."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    if (length == 1 and attention_mask is None and heads > kv_heads and query.device.type == "cpu"
+            and kwargs.get("position_bias") is None and kwargs.get("cache") is None):
+        stacked = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+        out = torch.nn.functional.scaled_dot_product_attention(stacked, key, value, scale=scaling)
+        return out.reshape(batch, heads, 1, dim).transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, **kwargs)
+
+
+def use_stacked_decode(model) -> bool:
+    """For a model loaded only for inference: on a CPU, with transformers' SDPA attention, and unless
+    ``EMPATHY_ATTENTION=sdpa``, switch it to :func:`grouped_decode_attention_forward`. Returns whether it did."""
+    if (os.environ.get("EMPATHY_ATTENTION", "") == "sdpa" or model.device.type != "cpu"
+            or getattr(model.config, "_attn_implementation", None) != "sdpa"):
+        return False
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(INFERENCE_NAME, grouped_decode_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(INFERENCE_NAME, sdpa_mask)
+    model.set_attn_implementation(INFERENCE_NAME)
+    return True
 
 
 def register() -> None:

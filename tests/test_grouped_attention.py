@@ -134,3 +134,42 @@ def test_fp32_training_keeps_sdpa(tmp_path, tiny_spec, monkeypatch):
     cfg = _tiny_run(tmp_path, "sft", "false")
     summary, _, _, calls = _train_counting(cfg, tmp_path, "sft", "grouped-products", monkeypatch)
     assert (summary["attention_implementation"], calls) == ("sdpa", 0)
+
+
+def test_inference_models_decode_unpadded_rows_on_the_stacked_path_with_sdpas_logits(tiny_spec, monkeypatch):
+    """A decoding step without padding has no mask (the prompt pass, many queries, is left as it is); transformers would pass the grouped heads to SDPA with
+    ``enable_gqa`` (slow on a CPU). An inference model stacks each key/value head's query heads instead,
+    as transformers does when a mask is present; logits equal plain SDPA's."""
+    import torch.nn.functional as F
+
+    monkeypatch.delenv("EMPATHY_ATTENTION", raising=False)
+    model = load_model(tiny_spec, dtype="float32")
+    assert model.config._attn_implementation == grouped_attention.INFERENCE_NAME
+    reference = load_model(tiny_spec)  # a training load keeps transformers' SDPA
+    assert reference.config._attn_implementation == "sdpa"
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(query, key, value, *args, **kwargs):
+        calls.append((query.shape[2], bool(kwargs.get("enable_gqa"))))
+        return sdpa(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    ids = torch.randint(3, 1000, (3, 12), generator=torch.Generator().manual_seed(4))
+    logits = {}
+    with torch.inference_mode():
+        for name, m in (("stacked", model), ("sdpa", reference)):
+            calls.clear()
+            out = m(input_ids=ids, use_cache=True)
+            step = m(input_ids=ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+            logits[name] = step.logits
+            gqa = [used for length, used in calls if used and length == 1]  # one-token steps
+            if name == "stacked":
+                assert not gqa, "no decode step of the inference model went through enable_gqa"
+                assert any(length == model.config.num_attention_heads // model.config.num_key_value_heads
+                           for length, _ in calls), "the decode step ran the stacked query heads"
+            else:
+                assert gqa, "transformers' own path (the old one) used enable_gqa for the unpadded step"
+    torch.testing.assert_close(logits["stacked"], logits["sdpa"], rtol=1e-4, atol=1e-4)  # fp32 rounding
+    monkeypatch.setenv("EMPATHY_ATTENTION", "sdpa")
+    assert load_model(tiny_spec, dtype="float32").config._attn_implementation == "sdpa", "the switch: the old path"
