@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from empathy_utils.packed_linear import PackedLinear, pack_linear_layers
+from empathy_utils.packed_linear import PackedLinear, PackedSibling, pack_linear_layers, packed_count
 
 
 def _linear_count(model) -> int:
@@ -51,12 +51,57 @@ def test_inference_models_are_packed_and_give_the_same_logits_training_models_ar
     inference = load_model(tiny_spec, dtype="auto")
     layers = _linear_count(training)
     assert layers > 0 and _linear_count(inference) == 0, "every linear layer of the inference model is packed"
-    assert sum(isinstance(m, PackedLinear) for m in inference.modules()) == layers
+    assert packed_count(inference) == layers
+    assert any(isinstance(m, PackedSibling) for m in inference.modules()), "query/key/value stacked"
     assert all(p.requires_grad for p in training.parameters()), "a training model keeps its plain, trainable layers"
     ids = torch.tensor([[1, 5, 9, 14, 3], [2, 7, 7, 1, 8]])
     with torch.inference_mode():
         torch.testing.assert_close(inference(input_ids=ids).logits, training(input_ids=ids).logits,
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_stacked_siblings_give_separately_packed_layers_logits_bit_for_bit(tiny_spec, monkeypatch, dtype):
+    """Query, key and value (and gate and up) as columns of one packed product: the same numbers."""
+    from empathy_utils.models import load_model
+
+    if dtype == "bfloat16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU's oneDNN does not multiply bf16: bf16 models are not packed")
+    monkeypatch.setenv("EMPATHY_STACKED_SIBLINGS", "0")
+    separate = load_model(tiny_spec, dtype=dtype)
+    monkeypatch.delenv("EMPATHY_STACKED_SIBLINGS")
+    stacked = load_model(tiny_spec, dtype=dtype)
+    siblings = [m for m in stacked.modules() if isinstance(m, PackedSibling)]
+    layers = stacked.config.num_hidden_layers
+    assert len(siblings) == 5 * layers and not any(isinstance(m, PackedSibling) for m in separate.modules())
+    assert packed_count(stacked) == packed_count(separate)
+    attention = stacked.model.layers[0].self_attn
+    torch.testing.assert_close(attention.k_proj.dense_weight(),
+                               separate.model.layers[0].self_attn.k_proj.dense_weight(), rtol=0, atol=0)
+    ids = torch.tensor([[1, 5, 9, 14, 3, 8], [2, 7, 7, 1, 8, 4]])
+    with torch.inference_mode():
+        got, expected = stacked(input_ids=ids).logits, separate(input_ids=ids).logits
+        assert torch.equal(got, expected)
+        assert all(m.product._input is None for m in siblings), "no stacked product is kept after a forward pass"
+
+
+def test_a_sibling_called_out_of_order_or_with_another_input_computes_its_own_columns():
+    from empathy_utils.packed_linear import _SiblingProduct
+
+    torch.manual_seed(3)
+    plain = [nn.Linear(24, n) for n in (16, 8, 8)]
+    product = _SiblingProduct(plain)
+    parts = [PackedSibling(product, i, layer) for i, layer in enumerate(plain)]
+    x, other = torch.randn(2, 24), torch.randn(2, 24)
+    with torch.inference_mode():
+        for order in ([0, 1, 2], [2, 0, 1], [1, 1, 0]):
+            for i in order:
+                torch.testing.assert_close(parts[i](x), plain[i](x), rtol=1e-5, atol=1e-5)
+        parts[0](x)  # the next siblings find x's product waiting; called with another input, they compute their own
+        torch.testing.assert_close(parts[1](other), plain[1](other), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(parts[2](x), plain[2](x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="packed for inference"):
+        parts[0](x.clone().requires_grad_(True))
 
 
 def test_the_switch_keeps_the_plain_layers(tiny_spec, monkeypatch):
@@ -77,7 +122,7 @@ def test_bf16_weights_are_packed_where_onednn_multiplies_bf16_and_give_the_same_
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # e.g. an AVX2-only CPU: left as they are
         assert _linear_count(packed) > 0 and pack_linear_layers(packed) == 0
         return
-    assert _linear_count(packed) == 0 and sum(isinstance(m, PackedLinear) for m in packed.modules()) == _linear_count(plain)
+    assert _linear_count(packed) == 0 and packed_count(packed) == _linear_count(plain)
     assert next(packed.parameters()).dtype == torch.bfloat16
     ids = torch.tensor([[1, 5, 9, 14, 3], [2, 7, 7, 1, 8]])
     with torch.inference_mode():
