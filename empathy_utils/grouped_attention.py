@@ -95,22 +95,19 @@ def use_stacked_decode(model) -> bool:
     if (os.environ.get("EMPATHY_ATTENTION", "") == "sdpa" or model.device.type != "cpu"
             or getattr(model.config, "_attn_implementation", None) != "sdpa"):
         return False
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-    AttentionInterface.register(INFERENCE_NAME, grouped_decode_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(INFERENCE_NAME, sdpa_mask)
+    register(INFERENCE_NAME, grouped_decode_attention_forward)
     model.set_attn_implementation(INFERENCE_NAME)
     return True
 
 
-def register() -> None:
-    """Make ``NAME`` an attention implementation transformers knows, with SDPA's masks."""
+def register(name: str = NAME, forward=None) -> None:
+    """Make ``name`` an attention implementation transformers knows (``forward``, by default the grouped
+    products), with SDPA's masks."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-    AttentionInterface.register(NAME, grouped_attention_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
+    AttentionInterface.register(name, forward or grouped_attention_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
 
 
 def applies(model, mixed_bf16: bool) -> bool:

@@ -28,6 +28,11 @@ import torch
 from torch import nn
 
 
+def _product(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ W.T + b`` by oneDNN on a weight packed with ``mkldnn._reorder_linear_weight``; no gradient."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
+
+
 class _PackedProduct(torch.autograd.Function):
     """``x @ W.T + b`` on packed weights. oneDNN's op has no gradient of its own (torch would backpropagate
     through it silently wrong), so this gives it one: the input's, from ``W`` packed the other way
@@ -36,13 +41,13 @@ class _PackedProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, packed_weight, bias, packed_transpose):
         ctx.packed_transpose = packed_transpose
-        return torch.ops.mkldnn._linear_pointwise(x, packed_weight, bias, "none", [], "")
+        return _product(x, packed_weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
         if ctx.packed_transpose is None:
             raise RuntimeError("a PackedLinear packed for inference has no gradient; pack with input_gradient=True")
-        return torch.ops.mkldnn._linear_pointwise(grad, ctx.packed_transpose, None, "none", [], ""), None, None, None
+        return _product(grad, ctx.packed_transpose, None), None, None, None
 
 
 class PackedLinear(nn.Module):
@@ -63,7 +68,7 @@ class PackedLinear(nn.Module):
         if not (x.requires_grad and torch.is_grad_enabled()):
             # No gradient can flow: oneDNN's op directly. An autograd function's ``apply`` costs about 11 us
             # even under inference mode, 2.3 ms of each decoding step's 211 products (benchmarks/README.md).
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+            return _product(x, self.packed_weight, self.bias)
         return _PackedProduct.apply(x, self.packed_weight, self.bias, self.packed_transpose)
 
     def dense_weight(self) -> torch.Tensor:
@@ -102,7 +107,7 @@ class _SiblingProduct:
         if x.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("a layer packed for inference has no gradient")
         if x is not self._input or index not in self._waiting:
-            self._output = torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+            self._output = _product(x, self.packed_weight, self.bias)
             self._input, self._waiting = x, set(range(len(self.columns)))
         self._waiting.discard(index)
         out = self._output[..., self.columns[index]]
