@@ -4,8 +4,8 @@ transformers' ``DynamicCache`` grows by concatenation: every decode step copies 
 cache to append one token, which was 28 % of the CPU time of a 32-row batch of the local teacher
 (torch.profiler, benchmarks/README.md). ``ReservedLayer`` keeps each layer's keys and values in a
 buffer with room for the reply and writes each new token in place; the attention reads the filled
-part, a view. Dropping finished rows (``batch_select_indices``) copies the buffer once, as
-``DynamicLayer`` does. Same keys and values, same attention, so the same replies (tested).
+part, a view. Dropping finished rows (``batch_select_indices``) moves the kept rows up in place,
+copying only their filled positions. Same keys and values, same attention, so the same replies (tested).
 """
 
 from __future__ import annotations
@@ -55,9 +55,25 @@ class ReservedLayer(DynamicLayer):
         return self.length if self.is_initialized else 0
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
+        """Keep the rows ``indices`` (ascending, as the greedy loop gives them) in place: each kept row
+        moves up to its new place in the same buffer, copying only its filled positions; the rows before
+        the first dropped one do not move. Copying every row's whole buffer (reserve included) to a new
+        tensor made the reserved cache slower than concatenation in bf16 (benchmarks/README.md)."""
+        if not self.is_initialized:
+            return
+        keep = indices.tolist()
+        if any(b <= a for a, b in zip(keep, keep[1:])):  # not ascending: moving in place could overwrite a row
             self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
             self._expose()
+            return
+        moved = [(to, frm) for to, frm in enumerate(keep) if to != frm]
+        if moved:
+            to = torch.tensor([t for t, _ in moved], device=self.key_buffer.device)
+            frm = torch.tensor([f for _, f in moved], device=self.key_buffer.device)
+            for buffer in (self.key_buffer, self.value_buffer):
+                buffer[to, :, : self.length] = buffer[frm, :, : self.length]
+        self.key_buffer, self.value_buffer = self.key_buffer[: len(keep)], self.value_buffer[: len(keep)]
+        self._expose()
 
 
 def reserved_cache(cache: DynamicCache | None, layers: int, room: int) -> DynamicCache:

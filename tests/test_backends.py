@@ -194,6 +194,33 @@ def test_a_reserved_cache_layer_writes_in_place_and_holds_what_concatenation_wou
     torch.testing.assert_close(reserved.update(steps[1][:2], steps[1][:2])[0], dynamic.update(steps[1][:2], steps[1][:2])[0])
 
 
+@pytest.mark.parametrize("rows", [[1, 3], [0, 2, 3], [3], [2, 0]], ids=["two moved", "first kept", "last only", "unordered"])
+def test_dropping_rows_of_a_reserved_cache_moves_the_kept_rows_in_place(rows):
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from empathy_utils.kv_cache import ReservedLayer
+
+    gen = torch.Generator().manual_seed(1)
+    reserved, dynamic = ReservedLayer(room=4), DynamicLayer()
+    for n in (5, 1):
+        k = torch.randn(4, 2, n, 8, generator=gen)
+        reserved.update(k, -k), dynamic.update(k, -k)
+    storage = reserved.key_buffer.untyped_storage().data_ptr()
+    index = torch.tensor(rows)
+    reserved.batch_select_indices(index)
+    dynamic.batch_select_indices(index)
+    torch.testing.assert_close(reserved.keys, dynamic.keys, rtol=0, atol=0)
+    torch.testing.assert_close(reserved.values, dynamic.values, rtol=0, atol=0)
+    if rows == sorted(rows):
+        assert reserved.key_buffer.untyped_storage().data_ptr() == storage, "kept rows move within the buffer"
+    for _ in range(3):  # the reserve still takes the next tokens in place
+        k = torch.randn(len(rows), 2, 1, 8, generator=gen)
+        got, want = reserved.update(k, -k), dynamic.update(k, -k)
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("convs", [_convs(7), _shared_prefix_convs(7)], ids=["own prompts", "shared prefix"])
 def test_the_greedy_loop_never_concatenates_the_cache_and_replies_the_same(tiny_spec, tiny_backend, convs, monkeypatch):
     from transformers.cache_utils import DynamicLayer
