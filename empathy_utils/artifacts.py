@@ -140,6 +140,7 @@ def write_manifest(run_dir: str | os.PathLike, manifest: dict) -> None:
 def new_manifest(cfg, params_source: str, data_files: dict[str, str], repo: Path) -> dict:
     import torch
 
+    from .allocator import allocator_settings
     from .models import cpu_has_bf16_units, inference_placement
 
     device, dtype = inference_placement(cfg.model.dtype)
@@ -157,7 +158,9 @@ def new_manifest(cfg, params_source: str, data_files: dict[str, str], repo: Path
                      "torch_threads": torch.get_num_threads(), "cpu_bf16_units": cpu_has_bf16_units(),
                      # where model.dtype put the models used only for inference (the teacher, the students'
                      # replies): their replies depend on it
-                     "inference": {"model.dtype": cfg.model.dtype, "device": device, "dtype": dtype}},
+                     "inference": {"model.dtype": cfg.model.dtype, "device": device, "dtype": dtype},
+                     # glibc's allocator settings (empathy_utils.allocator): timings depend on them, results not
+                     "allocator": allocator_settings() or "the C library's defaults"},
         "packages": package_versions(),
         "seeds": {"run.seed": cfg.run.seed, "note": "passed to trainers, samplers and subsampling"},
         "data": data_files,

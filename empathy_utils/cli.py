@@ -19,6 +19,7 @@ import os
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .config import STAGES, load_config, profile_path
 from .errors import StudyError
 from .plugins import load_plugins
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     hub_offline_by_default()  # before anything imports huggingface_hub (it reads the variable once)
+    keep_freed_memory()  # glibc keeps freed memory for its next use, here and in the kernels (allocator)
     args = build_parser().parse_args(argv)
     _apply_data_dir(args)
     try:

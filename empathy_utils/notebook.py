@@ -156,10 +156,12 @@ def start_stage(stage: str, namespace: dict):
     ``default`` profile, exactly as ``empathy-study run --profile default`` would."""
     from .config_loader import load_config, profile_path
     from .errors import ConfigError
+    from .allocator import keep_freed_memory
     from .paths import hub_offline_by_default
     from .runner import begin_stage, run_folder
 
     hub_offline_by_default()
+    keep_freed_memory()  # a kernel not started by the runner (papermill or Jupyter by hand) too
     setup_notebook()
     check_parameters(namespace)
     profile = namespace.get("profile") or "default"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from .allocator import keep_freed_memory
 from .artifacts import RunPaths, new_manifest, now, read_manifest, write_manifest
 from .config import STAGES, StudyConfig
 from .errors import StudyError
@@ -181,6 +182,7 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
     import papermill as pm
 
     hub_offline_by_default()  # the kernels inherit it
+    keep_freed_memory()  # and glibc's allocator settings (empathy_utils.allocator)
     repo = repo_root()
     run_dir_rel, run_dir = run_folder(cfg)
     paths = RunPaths(run_dir)

@@ -5,6 +5,7 @@ conftest.py: tests/test_browser.py opens the same book)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from empathy_utils import allocator
 from empathy_utils.config import STAGES, load_config
 from empathy_utils.runner import STAGE_NOTEBOOKS, run_study, stage_hashes
 
@@ -27,6 +29,9 @@ def test_every_stage_ran_and_the_manifest_says_so(tiny_run):
     assert manifest["packages"]["torch"].startswith("2.13.0")
     assert manifest["packages"]["trl"] == "1.16.0"
     assert manifest["seeds"]["run.seed"] == cfg.run.seed
+    if allocator._glibc() is not None and os.environ.get(allocator.OPT_OUT) != "glibc":
+        # the kernels started with glibc keeping freed memory (tests/test_allocator.py checks what that does)
+        assert set(manifest["hardware"]["allocator"]) == set(allocator.SETTINGS)
     (data_file, checksum), = manifest["data"].items()
     assert data_file.endswith("situations.jsonl")
     assert len(checksum) == 64
