@@ -27,6 +27,7 @@ import time
 import torch
 from limits import matmul_gflops, model_parameters, tokens_per_second_limit
 
+from empathy_utils.allocator import keep_freed_memory
 from empathy_utils.backends import LocalBackend, Sampling
 from empathy_utils.data import load_embedded_corpus
 from empathy_utils.distillation import base_prompt_messages
@@ -131,6 +132,7 @@ def main() -> None:
                         help="only time the study's own batched path (batch --batch-sizes[0], shared prefix, "
                              "finished rows dropped) with the weights in each dtype, alternating")
     args = parser.parse_args()
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     if args.temperature > 0:
         compare_sampled(args)
         return

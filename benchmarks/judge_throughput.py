@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from empathy_utils.allocator import keep_freed_memory
 from empathy_utils.data import load_embedded_corpus
 
 GENERIC = ["I'm sorry to hear that.", "That's great!", "Oh no, that sounds tough.", "Wow, good for you."]
@@ -147,6 +148,7 @@ def main() -> None:
                         help="instead: the packaged (data-free) judge's scoring with the prefix its rows share run "
                              "once per batch and once per row, alternating, in one process")
     args = parser.parse_args()
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     if args.prefix_sharing:
         return compare_prefix_sharing(make_pairs(args.pairs))
     items = make_pairs(args.pairs)

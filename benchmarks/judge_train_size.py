@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from empathy_utils.allocator import keep_freed_memory
 from empathy_utils.config import load_config, profile_path
 from empathy_utils.judge_validation import load_validation_data, run_validation
 
@@ -27,6 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--dialogues", type=int, nargs="+", default=[0, 350])
     args = parser.parse_args(argv)
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
 
     results = []
     for n in args.dialogues:

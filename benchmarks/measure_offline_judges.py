@@ -16,6 +16,7 @@ import math
 import sys
 import time
 
+from empathy_utils.allocator import keep_freed_memory
 from empathy_utils.data import load_llms_vs_humans
 from empathy_utils.judge_validation.offline import measure_data_free, measurement_path
 from empathy_utils.judges import LIKELIHOOD_FRAMINGS, LIKELIHOOD_SCORES
@@ -46,6 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=str(measurement_path()))
     args = p.parse_args(argv)
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     frame = load_llms_vs_humans(args.data_dir)
     start = time.time()
     result = measure_data_free(frame, args.model, args.conditions, args.scores, args.selection_pairs,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from limits import matmul_gflops, model_parameters, tokens_per_second_limit
 
+from empathy_utils.allocator import keep_freed_memory
 from empathy_utils.backends import LocalBackend, Sampling
 from empathy_utils.data import load_embedded_corpus
 from empathy_utils.distillation import base_prompt_messages
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--switch", default="packing", choices=sorted(SWITCHES),
                         help="what the two paths differ in (default: plain and packed weights)")
     args = parser.parse_args()
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     parameters = model_parameters(args.model)
     gflops = matmul_gflops(dtype=args.dtype)
     limit = tokens_per_second_limit(gflops, parameters, 2)

@@ -155,6 +155,9 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", choices=list(PRECISIONS), help=argparse.SUPPRESS)
     parser.add_argument("--one", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from empathy_utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args)), flush=True)
         return

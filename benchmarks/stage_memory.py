@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
+    from empathy_utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     choice(args) if args.choice else stages(args)
 
 

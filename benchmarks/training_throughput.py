@@ -76,6 +76,9 @@ def main() -> None:
                         help="change a setting of the run's params for the plain measurement, as "
                              "`empathy-study run --set` takes it (e.g. sft.bf16=false: fp32 on any CPU)")
     args = parser.parse_args()
+    from empathy_utils.allocator import keep_freed_memory
+
+    keep_freed_memory()  # glibc's settings of the study's kernels (EMPATHY_MALLOC=glibc: its own)
     if args.packing:
         return compare_packing(Path(args.run), args.only, args.repeats)
     if args.attention:
