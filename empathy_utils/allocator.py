@@ -5,10 +5,10 @@ step's keys, values and logits, each training step's gradients. By default glibc
 threshold (128 KiB, raised as such blocks are freed, to at most 32 MiB) with fresh pages mapped from the
 operating system and unmaps them when it is freed, and it gives back the top of its heap whenever more
 than 128 KiB lies free there. Every reuse then faults the pages in again and has them zeroed: the default
-study without the research data took 9.1-9.6 million page faults and 32-39 s of system time
-(benchmarks/README.md). These settings serve blocks up to 1 GiB from the heap and keep up to 1 GiB free
-there; the same study then took 3.9 million faults and 21 s, its stages 1.06x faster, with the same
-replies, verdicts and peak memory.
+study without the research data took 9.0-9.7 million page faults and 30-39 s of system time
+(benchmarks/README.md). These settings serve blocks up to 1 GiB from the heap, grow it 512 MiB at a time
+and keep up to 1 GiB free there; the same study then took 3.9 million faults and 18-21 s, its stages
+1.06x faster, with byte-identical replies, judgments and results and the same peak memory.
 
 glibc reads its ``MALLOC_*_`` variables when a process starts, so :func:`keep_freed_memory` both sets
 them for the processes this one starts (the runner's notebook kernels) and applies them to this process
