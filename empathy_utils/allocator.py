@@ -8,7 +8,7 @@ than 128 KiB lies free there. Every reuse then faults the pages in again and has
 study without the research data took 9.0-9.7 million page faults and 30-39 s of system time
 (benchmarks/README.md). These settings serve blocks up to 1 GiB from the heap, grow it 512 MiB at a time
 and keep up to 1 GiB free there; the same study then took 3.9 million faults and 18-21 s, its stages
-1.06x faster, with byte-identical replies, judgments and results and the same peak memory.
+1.06x faster, with byte-identical replies, judgments and results and the same peak memory (3.7 GB).
 
 glibc reads its ``MALLOC_*_`` variables when a process starts, so :func:`keep_freed_memory` both sets
 them for the processes this one starts (the runner's notebook kernels) and applies them to this process
@@ -16,7 +16,10 @@ with ``mallopt``. Nothing changes where the C library is not glibc (macOS, musl)
 already set (the user's choice wins), or with ``EMPATHY_MALLOC=glibc`` (glibc's own defaults: the old
 path, for comparisons). The maths is untouched: only where freed memory waits for its next use. Between
 stages :func:`empathy_utils.models.release_memory` still hands all of it back (``malloc_trim`` does not
-heed these thresholds), so a kernel that runs stage after stage holds no more than before.
+heed these thresholds), so a kernel that runs stage after stage holds what it held before between them;
+at a stage's peak it can hold more, since freed blocks kept in the heap do not always fit its next large
+allocation (the whole ``study`` book: 48 min instead of 55, but a peak of 7.1 GB instead of 5.9; on a
+machine short of memory, set ``EMPATHY_MALLOC=glibc``).
 """
 
 from __future__ import annotations

@@ -154,9 +154,9 @@ def start_stage(stage: str, namespace: dict):
     with the command line's loader (``extends:`` included), and record the stage as started in the
     run's manifest. Returns ``(cfg, run_dir)``. With no parameters injected the notebook runs the
     ``default`` profile, exactly as ``empathy-study run --profile default`` would."""
+    from .allocator import keep_freed_memory
     from .config_loader import load_config, profile_path
     from .errors import ConfigError
-    from .allocator import keep_freed_memory
     from .paths import hub_offline_by_default
     from .runner import begin_stage, run_folder
 
