@@ -112,6 +112,62 @@ def test_scoring_judges_are_order_free_and_score_each_reply_once(likelihood):
     assert records[0]["judge"].startswith("likelihood local:tiny random Llama")
 
 
+def test_a_likelihood_judge_reads_back_what_an_earlier_one_scored_and_loads_no_model(tiny_spec, tmp_path,
+                                                                                       monkeypatch):
+    """A re-run after a judge setting scores nothing again: the scores persist (ScoreStore) under the
+    scoring model's identity, read back bit for bit, and the model is loaded only when one is missing."""
+    import empathy_utils.judges.scoring as scoring
+    from empathy_utils.stores import ScoreStore
+
+    first = LikelihoodJudge(tiny_spec, batch_size=4, score="pmi", memo=ScoreStore("tiny@fp32", tmp_path / "s.sqlite"))
+    before = first.judge(ITEMS)
+    # three distinct (turn, reply) rows, and the same three replies without the speaker (PMI)
+    assert len(ScoreStore("tiny@fp32", tmp_path / "s.sqlite")) == 6
+
+    def no_forward_passes(*args, **kwargs):
+        raise AssertionError("a stored score was computed again")
+
+    monkeypatch.setattr(scoring, "mean_log_probabilities", no_forward_passes)
+    again = LikelihoodJudge(tiny_spec, batch_size=4, score="pmi", tie_margin=0.5,
+                            memo=ScoreStore("tiny@fp32", tmp_path / "s.sqlite"))
+    after = again.judge(ITEMS)
+    assert again._model is None, "every score was stored: the model was never loaded"
+    assert [(r["score_a"], r["score_b"]) for r in after] == [(r["score_a"], r["score_b"]) for r in before]
+    # Another model's store (another identity) holds none of these numbers.
+    other = LikelihoodJudge(tiny_spec, batch_size=4, memo=ScoreStore("another model", tmp_path / "s.sqlite"))
+    with pytest.raises(AssertionError, match="computed again"):
+        other.judge(ITEMS)
+
+
+def test_the_judge_stage_scores_nothing_again_after_a_judge_setting_changes(tiny_spec, tmp_path, monkeypatch):
+    """The likelihood judge the stage builds keeps its scores in the cache directory: changing a judge
+    setting (here the interval's confidence) re-runs the stage without one forward pass."""
+    import empathy_utils.judges.scoring as scoring
+    from empathy_utils.config import StudyConfig
+    from empathy_utils.judging import make_judge
+    from empathy_utils.stages import judge_students
+
+    monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
+    _run_folder(tmp_path / "run", {"base": "Ok.", "dpo": "I am so sorry, that sounds hard for you."})
+    settings = {"model": {"name_or_path": tiny_spec}, "generation": {"students": ["base", "dpo"]},
+                "judge": {"kind": "likelihood", "model": tiny_spec, "comparisons": [["dpo", "base"]],
+                          "bootstrap_resamples": 100}}
+    cfg = StudyConfig.from_dict(settings)
+    first = judge_students(cfg, tmp_path / "run", judge=make_judge(cfg, tmp_path / "run"))["results"]
+    monkeypatch.setattr(scoring, "mean_log_probabilities", lambda *a, **k: pytest.fail("scored again"))
+    settings["judge"]["confidence"] = 0.9
+    cfg = StudyConfig.from_dict(settings)
+    judge = make_judge(cfg, tmp_path / "run")
+    again = judge_students(cfg, tmp_path / "run", judge=judge)["results"]
+    assert getattr(judge, "inner", judge)._model is None, "every score was stored: no model was loaded"
+    assert list(again["wins"]) == list(first["wins"]) and list(again["ties"]) == list(first["ties"])
+    assert list(first["confidence"]) == [0.95] and list(again["confidence"]) == [0.9]
+    # The old path (scores kept for one process only) computes them again.
+    monkeypatch.setenv("EMPATHY_SCORE_STORE", "0")
+    with pytest.raises(pytest.fail.Exception, match="scored again"):
+        judge_students(cfg, tmp_path / "run", judge=make_judge(cfg, tmp_path / "run"))
+
+
 def test_longer_reply_baseline():
     out = LongerReplyJudge().judge(ITEMS)
     assert [r["verdict"] for r in out] == ["a", "b", "tie"] and "baseline" in out[0]["judge"]

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 import warnings
@@ -21,6 +20,7 @@ from ..judges import (CrossEncoderJudge, EmbeddingHeadJudge, Judge, RewardModelJ
                       cross_encoder_query, reward_conversation)
 from ..models import inference_device
 from ..paths import cache_dir
+from ..stores import SqliteMemo
 from .pairs import SOURCES, _subsample_pairs, sample_pairs, train_pairs_of, training_rows
 from .settings import JudgeValidationSettings
 from .stacked import STACKABLE
@@ -30,42 +30,23 @@ def _settings_key(kind: str, payload: dict, data_sha: str) -> str:
     text = json.dumps({"kind": kind, "data": data_sha, **payload}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-class EmbeddingStore:
+class EmbeddingStore(SqliteMemo):
     """Persistent all-MiniLM-L6-v2 embeddings keyed by text hash (embedding is the slow part: about
     40-130 texts/s on this CPU), so a second run or another setting embeds nothing twice."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path else cache_dir() / "embeddings" / "all-MiniLM-L6-v2.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path))
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-        self._db.commit()
-        self._memory: dict[str, np.ndarray] = {}
+    table = "vectors"
 
-    @staticmethod
-    def _key(text: str) -> str:
+    def __init__(self, path: str | os.PathLike | None = None):
+        super().__init__(path or cache_dir() / "embeddings" / "all-MiniLM-L6-v2.sqlite")
+
+    def key(self, text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def __contains__(self, text: str) -> bool:
-        if text in self._memory:
-            return True
-        row = self._db.execute("SELECT value FROM vectors WHERE key = ?", (self._key(text),)).fetchone()
-        if row is None:
-            return False
-        self._memory[text] = np.frombuffer(row[0], dtype=np.float32)
-        return True
+    def encode(self, value) -> bytes:
+        return np.asarray(value, dtype=np.float32).tobytes()
 
-    def __getitem__(self, text: str) -> np.ndarray:
-        if text not in self:
-            raise KeyError(text)
-        return self._memory[text]
-
-    def update(self, items) -> None:
-        items = list(items)
-        self._memory.update(items)
-        self._db.executemany("INSERT OR REPLACE INTO vectors (key, value) VALUES (?, ?)",
-                             [(self._key(t), np.asarray(v, dtype=np.float32).tobytes()) for t, v in items])
-        self._db.commit()
+    def decode(self, blob: bytes) -> np.ndarray:
+        return np.frombuffer(blob, dtype=np.float32)
 
 
 def load_encoder():

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StudyError
-from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge
+from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge, likelihood_store
 from ..paths import repo_root, resources_dir
 from .calibration import banded_verdicts, choose_tie_band, fit_temperature, probabilities, reliability
 from .measurement import baselines, measure, rater_design, rater_leniency, writer_ratings
@@ -98,7 +98,7 @@ def judge_from_settings(settings: dict, batch_size: int = 16, backend=None) -> J
     if kind == "likelihood":
         return LikelihoodJudge(settings["model"], batch_size=batch_size, condition=settings["condition"],
                                score=settings.get("score", "mean"), tie_margin=settings.get("tie_margin", 0.0),
-                               temperature=settings.get("temperature"))
+                               temperature=settings.get("temperature"), memo=likelihood_store(settings["model"]))
     if kind == "pairwise-llm":
         if backend is None:
             from ..backends import LocalBackend

@@ -17,7 +17,7 @@ from ..config import StudyConfig
 from ..data import LVH_FOLDER, load_llms_vs_humans
 from ..errors import DataError, StudyError
 from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, PairwiseLLMJudge, base_judge,
-                      strip_instructions)
+                      likelihood_store, strip_instructions)
 from ..paths import DATA_ENV
 from ..presentation import plain
 from .learned import learned_judge
@@ -45,7 +45,7 @@ def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", 
     if kind == "likelihood":
         spec = cfg.judge_validation.scorer_model if section == "judge_validation" else cfg.judge.model
         return LikelihoodJudge(spec, batch_size=s.batch_size, condition=cfg.judge_validation.likelihood_condition,
-                               score=cfg.judge_validation.likelihood_score)
+                               score=cfg.judge_validation.likelihood_score, memo=likelihood_store(spec))
     if kind in ("embedding-head", "reward-model", "stacked", "writer-style", "cross-encoder"):
         if frame is None:
             frame = load_validation_data(cfg)

@@ -32,4 +32,5 @@ from .files import PAIR_FIELDS, judge_file, read_pairs, read_verdicts  # noqa: F
 from .scoring import (LIKELIHOOD_FRAMINGS, LIKELIHOOD_SCORES, LISTENER_SYSTEM, CrossEncoderJudge,  # noqa: F401
                       EmbeddingHeadJudge, cross_encoder_query,
                       LikelihoodJudge, LongerReplyJudge, RewardModelJudge, ScoreJudge, WriterStyleJudge, _chat_ids, _sigmoid,
-                      load_reward_model, mean_log_probabilities, reward_conversation, word_count)
+                      likelihood_store, load_reward_model, mean_log_probabilities, reward_conversation,
+                      word_count)

@@ -81,6 +81,20 @@ LIKELIHOOD_SCORES = ("mean", "pmi")
 LISTENER_SYSTEM = "You are a caring listener. Reply to the speaker with warmth and understanding."
 
 
+def likelihood_store(spec: str):
+    """The persistent memo of the likelihood judge on ``spec`` (:class:`empathy_utils.stores.ScoreStore`):
+    its numbers are the fp32 model's on this machine's inference device, so that is its identity. A plain
+    dict (scores kept for this process only) with ``EMPATHY_SCORE_STORE=0``, the old path."""
+    import os
+
+    from ..models import inference_device
+    from ..stores import ScoreStore
+
+    if os.environ.get("EMPATHY_SCORE_STORE") == "0":
+        return {}
+    return ScoreStore(f"likelihood:{spec}@float32@{inference_device()}")
+
+
 class LikelihoodJudge(ScoreJudge):
     """A causal LM's mean token log-probability of the reply (and its end-of-turn token) given the
     speaker, framed as :data:`LIKELIHOOD_FRAMINGS` says. environment.md measured that SmolLM2's
@@ -93,7 +107,7 @@ class LikelihoodJudge(ScoreJudge):
     def __init__(self, spec: str, batch_size: int = 16, condition: str = "utterance", model=None, tokenizer=None,
                  score: str = "mean", tie_margin: float = 0.0, temperature: float | None = None,
                  memo: dict | None = None):
-        from ..models import load_model, load_tokenizer, model_label
+        from ..models import load_tokenizer, model_label
 
         if condition not in LIKELIHOOD_FRAMINGS:
             raise ValueError(f"condition must be one of {sorted(LIKELIHOOD_FRAMINGS)}, got {condition!r}")
@@ -106,10 +120,12 @@ class LikelihoodJudge(ScoreJudge):
         self.tie_margin = float(tie_margin)
         self.temperature = temperature
         # (prompt ids, answer ids) -> mean log-probability; shared by judges on the same model it
-        # lets several framings and scores reuse each other's forward passes.
+        # lets several framings and scores reuse each other's forward passes. A ScoreStore
+        # (likelihood_store) keeps them across runs: a re-run after a judge setting scores nothing.
         self.memo = memo if memo is not None else {}
-        # Scoring only: the inference placement (a GPU when present), in fp32 as the judge was measured.
-        self.model = model if model is not None else load_model(spec, dtype="float32")
+        # Loaded when a score must be computed (never, when the store holds every one): scoring only,
+        # the inference placement (a GPU when present), in fp32 as the judge was measured.
+        self._model = model
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(spec, padding_side="right")
         if condition != "plain" and not getattr(self.tokenizer, "chat_template", None):
             from ..errors import StudyError
@@ -119,6 +135,14 @@ class LikelihoodJudge(ScoreJudge):
                              f"(judge_validation.likelihood_condition: plain)")
         what = "mean token log-probability" if score == "mean" else "pointwise mutual information (mean token log-probability given the speaker minus without)"
         self.name = f"likelihood local:{model_label(spec)} ({what} of the reply given {LIKELIHOOD_FRAMINGS[condition]})"
+
+    @property
+    def model(self):
+        if self._model is None:
+            from ..models import load_model
+
+            self._model = load_model(self.spec, dtype="float32")
+        return self._model
 
     @property
     def gives_probability(self) -> bool:  # type: ignore[override]
