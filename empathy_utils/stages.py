@@ -278,7 +278,9 @@ def judge_students(cfg: StudyConfig, run_dir: str | Path, judge=None) -> dict:
                                extra={"judge_validated": validity["validated"]})
     per_emotion = judged.per_group
     per_emotion.to_csv(paths.results / "winrates_by_emotion.csv", index=False)
-    (paths.results / "judge.json").write_text(json.dumps(validity, indent=2))
+    counts = getattr(getattr(judge, "inner", judge), "score_counts", None)  # a scoring judge's memo (stores)
+    (paths.results / "judge.json").write_text(json.dumps({**validity, "scores": counts} if counts else validity,
+                                                         indent=2))
     metrics = _metrics_table(cfg, paths, test, replies)
     efig = emotion_figure(per_emotion, judge.name) if len(per_emotion) else None
     if efig is not None:

@@ -154,6 +154,8 @@ def test_the_judge_stage_scores_nothing_again_after_a_judge_setting_changes(tiny
                           "bootstrap_resamples": 100}}
     cfg = StudyConfig.from_dict(settings)
     first = judge_students(cfg, tmp_path / "run", judge=make_judge(cfg, tmp_path / "run"))["results"]
+    recorded = json.loads((tmp_path / "run" / "results" / "judge.json").read_text())
+    assert recorded["scores"] == {"computed": 18, "reused": 0}, "9 dialogues x 2 students' replies, each scored"
     monkeypatch.setattr(scoring, "mean_log_probabilities", lambda *a, **k: pytest.fail("scored again"))
     settings["judge"]["confidence"] = 0.9
     cfg = StudyConfig.from_dict(settings)
@@ -162,6 +164,8 @@ def test_the_judge_stage_scores_nothing_again_after_a_judge_setting_changes(tiny
     assert getattr(judge, "inner", judge)._model is None, "every score was stored: no model was loaded"
     assert list(again["wins"]) == list(first["wins"]) and list(again["ties"]) == list(first["ties"])
     assert list(first["confidence"]) == [0.95] and list(again["confidence"]) == [0.9]
+    recorded = json.loads((tmp_path / "run" / "results" / "judge.json").read_text())
+    assert recorded["scores"] == {"computed": 0, "reused": 18}, "the re-run read every score back"
     # The old path (scores kept for one process only) computes them again.
     monkeypatch.setenv("EMPATHY_SCORE_STORE", "0")
     with pytest.raises(pytest.fail.Exception, match="scored again"):

@@ -123,6 +123,7 @@ class LikelihoodJudge(ScoreJudge):
         # lets several framings and scores reuse each other's forward passes. A ScoreStore
         # (likelihood_store) keeps them across runs: a re-run after a judge setting scores nothing.
         self.memo = memo if memo is not None else {}
+        self.score_counts = {"computed": 0, "reused": 0}  # distinct rows scored, and read from the memo
         # Loaded when a score must be computed (never, when the store holds every one): scoring only,
         # the inference placement (a GPU when present), in fp32 as the judge was measured.
         self._model = model
@@ -190,6 +191,8 @@ class LikelihoodJudge(ScoreJudge):
     def _cached(self, rows: list[tuple[list[int], list[int]]]) -> np.ndarray:
         keys = [(tuple(p), tuple(a)) for p, a in rows]
         todo = list(dict.fromkeys(k for k in keys if k not in self.memo))
+        self.score_counts["computed"] += len(todo)
+        self.score_counts["reused"] += len(set(keys)) - len(todo)
         if todo:
             values = mean_log_probabilities(self.model, self.tokenizer, [(list(p), list(a)) for p, a in todo],
                                             self.batch_size)
