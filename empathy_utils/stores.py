@@ -1,8 +1,8 @@
 """Dictionaries that outlive the process: what a model computed once is read back, not recomputed.
 
 A judge's numbers for a reply depend only on the model and the reply (and its prompt), never on the
-judge's verdict settings, so a re-run after changing a judge setting (``judge.confidence``, a
-comparison, instruction stripping) needs none of them again. These stores keep such numbers in SQLite
+judge's verdict settings, so a re-run after changing a judge setting (``judge.confidence``, the
+bootstrap, another comparison of students already judged) needs none of them again. These stores keep such numbers in SQLite
 under ``$EMPATHY_CACHE_DIR``, committed as they are computed, with an in-memory layer in front. A value
 is read back exactly as it was written; a value computed in another batch of rows may differ from a
 fresh computation in the last bits of float rounding, as the response cache's replies may.
