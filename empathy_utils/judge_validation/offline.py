@@ -23,8 +23,8 @@ from ..errors import StudyError
 from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge, likelihood_store
 from ..paths import repo_root, resources_dir
 from .calibration import banded_verdicts, choose_tie_band, fit_temperature, probabilities, reliability
-from .measurement import baselines, measure, rater_design, rater_leniency, writer_ratings
-from .pairs import judge_items, rating_pairs, sample_pairs, split_selection_report
+from .measurement import baselines, measure, rater_design, rater_leniency, within_rater_agreement, writer_ratings
+from .pairs import judge_items, rating_pairs, sample_pairs, split_selection_report, within_rater_pairs
 
 MEASUREMENT_FILE = "judge_measurements.json"
 # The test-split pairs' orientation coin and the selection/report split (fixed, recorded).
@@ -215,6 +215,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
     ranked = sorted([r for r in rows if r["refused"] is None and r["settings"]["kind"] == "likelihood"],
                     key=lambda r: -r["selection"]["accuracy"])
     reliability_tables = {}
+    one_rater = within_rater_pairs(frame, split="test", seed=PAIR_SEED)
     for row in ranked[:report_top]:
         j = judges[row["name"]]
         log(f"report: {j.name} on {len(rep)} pairs ...")
@@ -223,6 +224,9 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
         row["report_seconds"] = round(time.time() - start, 1)
         row["report"] = _summary(measure(recs, rep, resamples, SPLIT_SEED))
         row["pairs_per_second"] = len(rep) / max(1e-9, row["report_seconds"])
+        if len(one_rater):
+            log(f"within one rater: {j.name} on {len(one_rater)} pairs ...")
+            row["within_rater"] = within_rater_agreement(j, one_rater, resamples, SPLIT_SEED)
         if row["calibration"]["temperature"] is not None:
             reliability_tables[row["name"]] = reliability([r["p_a"] for r in recs], rep_human).to_dict("records")
     longer_row = {"name": longer.name, "settings": {"kind": "longer"}, "calibration": None, "refused": "a baseline",
@@ -257,6 +261,10 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
                       "report": baselines(rep, resamples, SPLIT_SEED, writer_ratings(frame)),
                       "report_all": baselines(rep_all, resamples, SPLIT_SEED, writer_ratings(frame), leniency)},
         "rater_design": rater_design(frame, leniency),
+        "within_rater": {"split": "test", "pairs": len(one_rater),
+                         "raters": int(one_rater["rater"].nunique()) if len(one_rater) else 0,
+                         "longer_wins": within_rater_agreement(longer, one_rater, resamples, SPLIT_SEED)
+                         if len(one_rater) else None},
         "reliability": reliability_tables,
         "selected": None if best is None else {"name": best["name"], "settings": best["settings"]},
     }

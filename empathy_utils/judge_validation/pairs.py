@@ -106,3 +106,39 @@ def split_selection_report(pairs: pd.DataFrame, seed: int, selection_share: floa
     chosen = {dialogues[i] for i in order[:cut]}
     is_selection = pairs["dialogue_id"].isin(chosen)
     return pairs[is_selection].reset_index(drop=True), pairs[~is_selection].reset_index(drop=True)
+
+
+def within_rater_pairs(frame: pd.DataFrame, split: str | None = None, seed: int = 0) -> pd.DataFrame:
+    """Every pair of replies **one rater** rated differently, one row per pair, each side with its own
+    dialogue (in LLMs-vs-Humans a rater rated ten replies of one writer to ten different dialogues).
+
+    Who rated and who wrote are the same on both sides, so the rater's generosity and the writer's
+    style cancel: what is left for a judge is what was written. Only judges that score each reply alone
+    can judge such a pair (the two replies answer different speakers). ``split`` keeps the pairs whose
+    two dialogues are both in it; ``human`` names the side the rater rated higher; which reply is ``a``
+    is a seeded coin. Empty when the file names no raters."""
+    if not all(f"rater_{s}" in frame for s in SOURCES):
+        return pd.DataFrame()
+    rows = frame if split is None else frame[frame["split"] == split]
+    replies = pd.concat([pd.DataFrame({"rater": rows[f"rater_{s}"].to_numpy(), "writer": s,
+                                       "dialogue_id": rows["dialogue_id"].to_numpy(),
+                                       "context": rows["situation"].to_numpy(), "utterance": rows["utterance"].to_numpy(),
+                                       "response": rows[f"response_{s}"].astype(str).to_numpy(),
+                                       "rating": rows[f"rating_{s}"].astype(int).to_numpy()}) for s in SOURCES],
+                        ignore_index=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for rater, group in replies.groupby("rater", sort=True):
+        for (_, x), (_, y) in itertools.combinations(group.iterrows(), 2):
+            if x["rating"] == y["rating"]:
+                continue
+            if rng.random() < 0.5:
+                x, y = y, x
+            out.append({"pair_id": f"{rater}:{x['dialogue_id']}:{y['dialogue_id']}", "rater": rater,
+                        "writer_a": x["writer"], "writer_b": y["writer"],
+                        "dialogue_a": x["dialogue_id"], "dialogue_b": y["dialogue_id"],
+                        "context_a": x["context"], "utterance_a": x["utterance"], "response_a": x["response"],
+                        "context_b": y["context"], "utterance_b": y["utterance"], "response_b": y["response"],
+                        "rating_a": int(x["rating"]), "rating_b": int(y["rating"]),
+                        "human": "a" if x["rating"] > y["rating"] else "b"})
+    return pd.DataFrame(out)

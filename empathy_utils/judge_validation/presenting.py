@@ -327,13 +327,49 @@ def rater_design_statement(report: dict) -> str:
             f"can show.")
 
 
+def _ci(m: dict) -> str:
+    return f"{_pct(m['accuracy'])} (95 % CI {_pct(m['ci_low'])} – {_pct(m['ci_high'])})"
+
+
+def within_rater_statement(report: dict) -> str:
+    """How the judges order two replies **one rater** rated differently, where neither the writer nor
+    the rater's generosity differs (``within_rater_agreement``), in one paragraph of measured numbers."""
+    where, wr = "", report.get("within_rater") or {}
+    if report.get("status") == "ok":
+        labels = judge_labels(report)
+        measured = [(labels[j["name"]], j["within_rater"]) for j in report["judges"] if j.get("within_rater")]
+        unmeasured = [f"{labels[j['name']]} ({j['within_rater_not_measured']})" for j in report["judges"]
+                      if j.get("within_rater_not_measured")]
+    else:
+        packaged = report.get("packaged") or {}
+        wr = packaged.get("within_rater") or {}
+        if not wr:
+            return "Not measured in this run: it needs the research data (LLMs-vs-Humans)."
+        labels = packaged_labels(packaged)
+        measured = [(labels[c["name"]], c["within_rater"]) for c in packaged.get("candidates", []) if c.get("within_rater")]
+        unmeasured = []
+        where = (f"Measured by the project, not in this run (the packaged measurement of {packaged.get('date')}, "
+                 f"commit {str(packaged.get('git_commit'))[:12]}): ")
+    if not wr.get("pairs"):
+        return "Not measured: this copy of the data file does not name its raters (annotator_* columns)."
+    judged = "; ".join(f"{label} {_ci(m)}" for label, m in measured) or "no judge was measured this way"
+    longer = f"; the longer reply {_ci(wr['longer_wins'])}" if wr.get("longer_wins") else ""
+    skipped = f" Not measured this way: {'; '.join(unmeasured)}." if unmeasured else ""
+    return (f"{where}The test split holds {wr['pairs']:,} pairs of replies that one person rated differently "
+            f"({wr['raters']:,} raters): the same writer and the same rater on both sides, two dialogues, so neither "
+            f"the writer's style nor the rater's generosity can decide them, only what was written. Ordered by their "
+            f"scores, the judges agree with that rater as follows (CIs resample whole raters): {judged}{longer}."
+            f"{skipped}")
+
+
 def report_set_glue_values(report: dict) -> dict:
     """The selected judge's report-set figures (``selected.*`` of the report: this run's choice, or
     the packaged one), glued under the same keys whether or not anything was measured."""
     sel = report.get("selected") or {}
     if not sel:
         return {"judge_source": "none", "judge_report_summary": "whose agreement with people was not measured",
-                "rater_design_summary": rater_design_statement(report)}
+                "rater_design_summary": rater_design_statement(report),
+                "within_rater_summary": within_rater_statement(report)}
     where = ("this run's validation" if sel.get("source") != "packaged measurement"
              else f"the packaged measurement of {sel.get('measured_on')}")
     both = sel.get("ci_above_longer_wins") and sel.get("ci_above_llm_wins")
@@ -342,5 +378,6 @@ def report_set_glue_values(report: dict) -> dict:
             "judge_report_ci_high": 100 * sel["ci_high"], "judge_report_pairs": sel["pairs"],
             "judge_ci_above_both_baselines": "yes" if both else "no",
             "rater_design_summary": rater_design_statement(report),
+            "within_rater_summary": within_rater_statement(report),
             "judge_report_summary": (f"which agreed with people on {_pct(sel['accuracy'])} of {sel['pairs']} report-set "
                                      f"pairs (95 % CI {_pct(sel['ci_low'])} – {_pct(sel['ci_high'])}; {where})")}

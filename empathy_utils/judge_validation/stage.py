@@ -16,13 +16,14 @@ from ..artifacts import RunPaths
 from ..config import StudyConfig
 from ..data import LVH_FOLDER, load_llms_vs_humans
 from ..errors import DataError, StudyError
-from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, PairwiseLLMJudge, base_judge,
-                      likelihood_store, strip_instructions)
+from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge,
+                      ScoreJudge, base_judge, likelihood_store, strip_instructions)
 from ..paths import DATA_ENV
 from ..presentation import plain
 from .learned import learned_judge
-from .measurement import adversarial, baselines, full_set_baselines, measure, rater_design, rater_leniency, writer_ratings
-from .pairs import judge_items, rating_pairs, sample_pairs
+from .measurement import (adversarial, baselines, full_set_baselines, measure, rater_design, rater_leniency,
+                          within_rater_agreement, writer_ratings)
+from .pairs import judge_items, rating_pairs, sample_pairs, within_rater_pairs
 
 
 def build_judge(kind: str, cfg: StudyConfig, section: str = "judge_validation", frame: pd.DataFrame | None = None,
@@ -208,6 +209,12 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
         "candidates": list(v.candidates),
         "judges": [], "unavailable": [], "adversarial": [], "reliability": {},
     }
+    # pairs of test-split replies one rater rated differently: who rated and who wrote cancel (book/judges.md)
+    one_rater = within_rater_pairs(frame, split="test", seed=seed)
+    report["within_rater"] = {"split": "test", "pairs": len(one_rater),
+                              "raters": int(one_rater["rater"].nunique()) if len(one_rater) else 0,
+                              "longer_wins": (within_rater_agreement(LongerReplyJudge(), one_rater, resamples, seed)
+                                              if len(one_rater) else None)}
     changed = sum(strip_instructions(x) != x for x in list(rep["response_a"]) + list(rep["response_b"]))
     report["stripping_changed_clean_replies"] = {"changed": int(changed), "replies": 2 * len(rep)}
     verdict_rows = {pid: {"pair_id": pid} for pid in pd.concat([rep["pair_id"], costly[1]["pair_id"]]).unique()}
@@ -255,6 +262,14 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
                                  f"{len(leaked)} test-split dialogue(s); delete it from the cache and re-run")
             row["train_dialogues_in_test_split"] = 0
         row["build_seconds"] = getattr(judge, "build_seconds", None)
+        # judges that score each reply alone, and score every test reply in minutes at most
+        row["within_rater"], row["within_rater_not_measured"] = None, None
+        if not isinstance(judge, ScoreJudge):
+            row["within_rater_not_measured"] = "it compares two replies to one speaker"
+        elif not cheap_judge:
+            row["within_rater_not_measured"] = "scoring every test-split reply would take it minutes"
+        elif len(one_rater):
+            row["within_rater"] = within_rater_agreement(judge, one_rater, resamples, seed)
         for r, rec in zip(rep_pairs["pair_id"], records):
             verdict_rows[r][kind] = rec["verdict"]
         if changed:

@@ -265,14 +265,14 @@ class EmbeddingHeadJudge(ScoreJudge):
     kind = "embedding-head"
     gives_probability = True
 
-    def __init__(self, weights: np.ndarray, features: str, encoder, train_pairs: int, cache: dict | None = None):
+    def __init__(self, weights: np.ndarray, features: str, encoder, train_pairs: int, cache: dict | None = None,
+                 trained_on: str = "LLMs-vs-Humans train-split pairs"):
         self.weights = np.asarray(weights, dtype=float)
         self.features = features
         self.encoder = encoder
         self.train_pairs = train_pairs
         self._cache = cache if cache is not None else {}
-        self.name = (f"learned head on all-MiniLM-L6-v2 embeddings ({features}; trained on {train_pairs} "
-                     f"LLMs-vs-Humans train-split pairs)")
+        self.name = f"learned head on all-MiniLM-L6-v2 embeddings ({features}; trained on {train_pairs} {trained_on})"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
