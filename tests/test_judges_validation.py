@@ -512,6 +512,15 @@ def test_pairs_and_baselines_reproduce_methods_section_e(lvh):
 
 
 @pytest.mark.data
+def test_pairs_of_one_rater_in_the_published_file(lvh):
+    # 1,000 raters x 10 replies of one writer: 45,000 pairs of one rater's replies, 22,586 rated differently
+    pairs = jv.within_rater_pairs(lvh)
+    assert len(pairs) == 22586 and (pairs["writer_a"] == pairs["writer_b"]).all()
+    test = jv.within_rater_pairs(lvh, split="test")
+    assert len(test) == 520 and test["rater"].nunique() == 214
+
+
+@pytest.mark.data
 def test_learned_judges_never_see_test_dialogues(lvh, fake_encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("EMPATHY_CACHE_DIR", str(tmp_path / "cache"))
     pairs = jv.train_pairs_of(lvh, 0)
@@ -801,7 +810,7 @@ def test_the_stage_measures_its_cheap_scoring_judges_within_one_rater(tmp_path, 
     text = report_set_glue_values(report)["within_rater_summary"]
     assert "18 pairs of replies that one person rated differently (2 raters)" in text
     labels = jv.judge_labels(report)
-    assert f"{labels['keyword judge, cheap (fake)']} 100.0 % (95 % CI 100.0 % – 100.0 %)" in text
+    assert f"{labels['keyword judge, cheap (fake)']}, 100.0 % (95 % CI 100.0 % – 100.0 %)" in text
     assert f"{labels['keyword judge (fake)']} (scoring every test-split reply would take it minutes)" in text
     assert f"{labels['gullible judge (fake)']} (it compares two replies to one speaker)" in text
     saved = (tmp_path / "results" / "judge_validation.json").read_text()
@@ -812,7 +821,7 @@ def test_the_stage_measures_its_cheap_scoring_judges_within_one_rater(tmp_path, 
                                 "within_rater": rows["keyword judge, cheap (fake)"]["within_rater"]}]}
     text = jv.presenting.within_rater_statement({"status": "no-data", "packaged": packaged})
     assert text.startswith("Measured by the project, not in this run (the packaged measurement of 2026-12-07, "
-                           "commit 0123456789ab)") and "likelihood judge 100.0 %" in text
+                           "commit 0123456789ab)") and "likelihood judge, 100.0 %" in text
     assert "needs the research data" in jv.presenting.within_rater_statement({"status": "no-data", "packaged": {}})
 
 

@@ -352,7 +352,7 @@ def within_rater_statement(report: dict) -> str:
                  f"commit {str(packaged.get('git_commit'))[:12]}): ")
     if not wr.get("pairs"):
         return "Not measured: this copy of the data file does not name its raters (annotator_* columns)."
-    judged = "; ".join(f"{label} {_ci(m)}" for label, m in measured) or "no judge was measured this way"
+    judged = "; ".join(f"{label}, {_ci(m)}" for label, m in measured) or "no judge was measured this way"
     longer = f"; the longer reply {_ci(wr['longer_wins'])}" if wr.get("longer_wins") else ""
     skipped = f" Not measured this way: {'; '.join(unmeasured)}." if unmeasured else ""
     return (f"{where}The test split holds {wr['pairs']:,} pairs of replies that one person rated differently "
