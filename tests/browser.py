@@ -57,6 +57,11 @@ PAGE_REPORT = r"""
       }
       return t.getBoundingClientRect().right > main.getBoundingClientRect().right + 2;
     }).map((t) => (t.caption ? t.caption.innerText : t.innerText).replace(/\s+/g, ' ').slice(0, 80)),
+    // a notebook's printed output wider than its box: the ends of its lines are hidden behind a scroll bar
+    // (one inside a closed dropdown is not laid out, so it cannot be measured)
+    clipped_outputs: [...main.querySelectorAll('.cell_output pre')]
+      .filter((p) => p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 2)
+      .map((p) => p.textContent.replace(/\s+/g, ' ').slice(0, 80)),
     // a number and its "%" with an ordinary space between them, where a line can break (not in code)
     split_percent: (() => {
       const found = [], walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
@@ -248,6 +253,8 @@ def check_page(report: dict, page: Path, html_root: Path, static_math: int, ids_
             problems.append(f"{leftover!r} left in the page: …{text[max(0, at - 60):at + 40]!r}…")
     for table in report.get("clipped_tables", []):
         problems.append(f"a table wider than its box, its right-hand columns hidden: {table!r}")
+    for output in report.get("clipped_outputs", []):
+        problems.append(f"printed output wider than its box, its line ends hidden (book/_static/study.css): {output!r}")
     if report.get("split_percent"):
         problems.append(f"{len(report['split_percent'])} number(s) a line can separate from their '%' "
                         f"(empathy_utils.sphinx_fixes): {report['split_percent'][0]!r}")

@@ -48,7 +48,8 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
         '<a href="good.html#gone">y</a>'
         '<div style="overflow-x: auto; width: 200px"><table><caption>Too wide</caption><tr>'
         + '<td style="white-space: nowrap">a long cell that does not wrap</td>' * 4 + '</tr></table></div>'
-        '</main></body></html>')
+        '<div class="cell_output" style="width: 200px"><pre style="overflow-x: auto">Judge: a printed sentence '
+        'that runs past the edge of its box</pre></div></main></body></html>')
     with Chromium(CHROMIUM) as browser:
         good = browser.open((tmp_path / "good.html").as_uri())
         assert good["typeset"] == 1
@@ -57,7 +58,8 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
     text = "\n".join(bad)
     for expected in ("broken link to nowhere.html", "missing anchor good.html#gone", "image does not load",
                      "without alt text", "MathJax did not load", "not typeset", "raw TeX '$$'", "'??' left",
-                     "'{glue' left", "1 number(s) a line can separate from their '%'", "a table wider than its box, its right-hand columns hidden: 'Too wide'"):
+                     "'{glue' left", "1 number(s) a line can separate from their '%'", "a table wider than its box, its right-hand columns hidden: 'Too wide'",
+                     "printed output wider than its box, its line ends hidden (book/_static/study.css): 'Judge: a printed"):
         assert expected in text, (expected, bad)
 
 
