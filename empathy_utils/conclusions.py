@@ -382,6 +382,11 @@ def _accuracy_key(accuracy) -> tuple:
     return () if accuracy is None else (accuracy.accuracy, accuracy.ci_low, accuracy.ci_high, accuracy.source)
 
 
+def _once(*sentences: str) -> str:
+    """Answers that share a heading, each said once (without a variants run both are the same pointer)."""
+    return " ".join(dict.fromkeys(sentences))
+
+
 def answers(results: StudyResults) -> dict[str, str]:
     """Every sentence the conclusions chapter glues, by key."""
     from .book_facts import claim_sentences
@@ -393,6 +398,7 @@ def answers(results: StudyResults) -> dict[str, str]:
         "q_targeted_vs_naive": targeted_answer(results.variants),
         "q_best_prompt_set": best_answer(results.variants),
         "q_best_method": method_answer(results.variants),
+        "q_best_prompt_set_and_method": _once(best_answer(results.variants), method_answer(results.variants)),
         "q_pride": pride_answer(results.pride),
         "q_dbt": dbt_answer(results.dbt),
         "setting": setting_answer(results.core),

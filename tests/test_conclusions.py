@@ -80,6 +80,8 @@ def test_a_missing_run_names_the_run_that_would_answer():
     assert "empathy-study run --profile study," in values["q_targeted_vs_naive"]
     assert "empathy-study run --profile pride," in values["q_pride"]
     assert "empathy-study run --profile dbt," in values["q_dbt"]
+    # the prompt-set and method questions share a heading: without a variants run, one pointer, said once
+    assert values["q_best_prompt_set_and_method"] == values["q_best_prompt_set"] == values["q_best_method"]
 
 
 def test_a_comparison_the_run_did_not_judge_says_how_to_add_it():
@@ -123,6 +125,8 @@ def test_one_method_cannot_be_compared_and_two_are():
                  ("c", "M2", "cognitive", 0.45, 0.35, 0.55)])
     text = c.method_answer([two])
     assert "M3 is clearly ahead of M2" in text
+    both = c.answers(c.StudyResults(variants=[two]))["q_best_prompt_set_and_method"]
+    assert both == f"{c.best_answer([two])} {text}"
 
 
 def test_pride_against_its_baselines_and_ablations():
