@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import StudyError
-from ..judges import InstructionStrippingJudge, Judge, ScoreJudge, attack, position_consistency, strip_instructions
+from ..judges import (InstructionStrippingJudge, Judge, LongerReplyJudge, ScoreJudge, attack, position_consistency,
+                      strip_instructions)
 from ..winrate import cluster_bootstrap
 from .pairs import SOURCES, judge_items, longer_side, rating_pairs
 
@@ -91,6 +92,13 @@ def within_rater_agreement(judge: Judge, pairs: pd.DataFrame, resamples: int = 1
     acc, low, high = cluster_bootstrap(list(values), list(pairs["rater"]), resamples, 0.95, seed)
     return {"pairs": len(pairs), "raters": int(pairs["rater"].nunique()), "replies": len(ordered),
             "accuracy": acc, "ci_low": low, "ci_high": high, "tie_rate": float(np.mean(sa == sb))}
+
+
+def within_rater_reference(pairs: pd.DataFrame, resamples: int = 1000, seed: int = 0) -> dict:
+    """The test split's pairs from one rater a validation measures on (how many, of how many raters) and
+    the longer reply's agreement on them, the reference its judges' figures are read against."""
+    return {"split": "test", "pairs": len(pairs), "raters": int(pairs["rater"].nunique()) if len(pairs) else 0,
+            "longer_wins": within_rater_agreement(LongerReplyJudge(), pairs, resamples, seed) if len(pairs) else None}
 
 
 def writer_ratings(frame: pd.DataFrame) -> dict[str, float]:

@@ -23,7 +23,8 @@ from ..errors import StudyError
 from ..judges import Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge, likelihood_store
 from ..paths import repo_root, resources_dir
 from .calibration import banded_verdicts, choose_tie_band, fit_temperature, probabilities, reliability
-from .measurement import baselines, measure, rater_design, rater_leniency, within_rater_agreement, writer_ratings
+from .measurement import (baselines, measure, rater_design, rater_leniency, within_rater_agreement,
+                          within_rater_reference, writer_ratings)
 from .pairs import judge_items, rating_pairs, sample_pairs, split_selection_report, within_rater_pairs
 
 MEASUREMENT_FILE = "judge_measurements.json"
@@ -261,10 +262,7 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
                       "report": baselines(rep, resamples, SPLIT_SEED, writer_ratings(frame)),
                       "report_all": baselines(rep_all, resamples, SPLIT_SEED, writer_ratings(frame), leniency)},
         "rater_design": rater_design(frame, leniency),
-        "within_rater": {"split": "test", "pairs": len(one_rater),
-                         "raters": int(one_rater["rater"].nunique()) if len(one_rater) else 0,
-                         "longer_wins": within_rater_agreement(longer, one_rater, resamples, SPLIT_SEED)
-                         if len(one_rater) else None},
+        "within_rater": within_rater_reference(one_rater, resamples, SPLIT_SEED),
         "reliability": reliability_tables,
         "selected": None if best is None else {"name": best["name"], "settings": best["settings"]},
     }

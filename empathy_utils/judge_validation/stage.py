@@ -16,13 +16,13 @@ from ..artifacts import RunPaths
 from ..config import StudyConfig
 from ..data import LVH_FOLDER, load_llms_vs_humans
 from ..errors import DataError, StudyError
-from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, LongerReplyJudge, PairwiseLLMJudge,
-                      ScoreJudge, base_judge, likelihood_store, strip_instructions)
+from ..judges import (InstructionStrippingJudge, Judge, LikelihoodJudge, PairwiseLLMJudge, ScoreJudge, base_judge,
+                      likelihood_store, strip_instructions)
 from ..paths import DATA_ENV
 from ..presentation import plain
 from .learned import learned_judge
 from .measurement import (adversarial, baselines, full_set_baselines, measure, rater_design, rater_leniency,
-                          within_rater_agreement, writer_ratings)
+                          within_rater_agreement, within_rater_reference, writer_ratings)
 from .pairs import judge_items, rating_pairs, sample_pairs, within_rater_pairs
 
 
@@ -211,10 +211,7 @@ def run_validation(cfg: StudyConfig, run_dir: str | Path, judges: dict[str, Judg
     }
     # pairs of test-split replies one rater rated differently: who rated and who wrote cancel (book/judges.md)
     one_rater = within_rater_pairs(frame, split="test", seed=seed)
-    report["within_rater"] = {"split": "test", "pairs": len(one_rater),
-                              "raters": int(one_rater["rater"].nunique()) if len(one_rater) else 0,
-                              "longer_wins": (within_rater_agreement(LongerReplyJudge(), one_rater, resamples, seed)
-                                              if len(one_rater) else None)}
+    report["within_rater"] = within_rater_reference(one_rater, resamples, seed)
     changed = sum(strip_instructions(x) != x for x in list(rep["response_a"]) + list(rep["response_b"]))
     report["stripping_changed_clean_replies"] = {"changed": int(changed), "replies": 2 * len(rep)}
     verdict_rows = {pid: {"pair_id": pid} for pid in pd.concat([rep["pair_id"], costly[1]["pair_id"]]).unique()}
