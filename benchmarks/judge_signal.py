@@ -3,7 +3,7 @@
     EMPATHY_DATA_DIR=... python benchmarks/judge_signal.py [--out signal.json] [--no-likelihood]
 
 Needs the research data. Two measurements behind issue 10's finding that no judge clears both
-baselines on the report set (README, "Who rated"):
+baselines on the report set (benchmarks/MEASUREMENTS.md, "Who rated"):
 
 1. **Within one rater.** In LLMs-vs-Humans each person rated ten replies of one writer, to ten
    dialogues, so two replies one rater rated differently differ in what was written and in nothing
