@@ -24,7 +24,7 @@ from .artifacts import RunPaths, read_manifest
 from .config import STAGES
 from .errors import StudyError
 from .paths import notebooks_dir, repo_root
-from .runner import BOOK_RUN_FOLDER, CHAPTER_NEEDS, STAGE_NOTEBOOKS
+from .runner import BOOK_RUN_FOLDER, CHAPTER_NEEDS, STAGE_NOTEBOOKS, execute_notebook
 
 # The conclusions notebook: executed at every book build from the runs it is given.
 CONCLUSIONS_NOTEBOOK = "conclusions.ipynb"
@@ -219,9 +219,7 @@ def execute_conclusions(run_dirs: list[Path], root: Path) -> Path:
 
     out = root / BOOK_RUN_FOLDER / ANSWERS_PAGE
     try:
-        pm.execute_notebook(str(notebooks_dir() / CONCLUSIONS_NOTEBOOK), str(out),
-                            parameters={"runs": [_shown(d) for d in run_dirs]}, kernel_name="python3",
-                            cwd=str(repo_root()), progress_bar=False, request_save_on_cell_execute=False)
+        execute_notebook(notebooks_dir() / CONCLUSIONS_NOTEBOOK, out, {"runs": [_shown(d) for d in run_dirs]})
     except pm.PapermillExecutionError as exc:
         raise StudyError(f"the conclusions notebook failed: {exc.ename}: {exc.evalue} (see {out})") from None
     return out

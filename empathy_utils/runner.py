@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -176,6 +177,24 @@ def notebook_parameters(run_dir_rel: Path) -> dict:
     return {"profile": str(run_dir_rel / "params.yaml"), "overrides": [], "run_dir": str(run_dir_rel)}
 
 
+def execute_notebook(source: Path, out: Path, parameters: dict) -> None:
+    """Execute one notebook with papermill from the repository root (raises its PapermillExecutionError).
+    On Linux and macOS the kernel and the runner talk over sockets in a private temporary folder (zmq's
+    ipc transport) rather than plain TCP on 127.0.0.1, which any user of a shared machine, a class's
+    server say, could listen to (ipykernel warns of it at every start); elsewhere, or where the temporary
+    folder's path is too long for a socket's name (about 100 bytes), TCP, Jupyter's default."""
+    import papermill as pm
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="empathy-kernel-") as sockets:
+        ip = str(Path(sockets) / "kernel")
+        transport = ({"config": Config({"KernelManager": {"transport": "ipc", "ip": ip}})}
+                     if os.name == "posix" and len(ip.encode()) < 90 else {})
+        pm.execute_notebook(str(source), str(out), parameters=parameters, kernel_name="python3",
+                            cwd=str(repo_root()), progress_bar=False, request_save_on_cell_execute=False,
+                            **transport)
+
+
 def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str] | None = None,
               force: bool = False, log=print) -> Path:
     """Execute the stages of a run; returns the run folder. Raises StudyError naming the failed stage."""
@@ -183,7 +202,6 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
 
     hub_offline_by_default()  # the kernels inherit it
     keep_freed_memory()  # and glibc's allocator settings (empathy_utils.allocator)
-    repo = repo_root()
     run_dir_rel, run_dir = run_folder(cfg)
     paths = RunPaths(run_dir)
     chosen = resolve_stages(cfg, stages)
@@ -203,15 +221,7 @@ def run_study(cfg: StudyConfig, params_source: str = "params", stages: list[str]
         log(f"[{cfg.run.name}] {stage}: running {STAGE_NOTEBOOKS[stage]} ...")
         start = time.time()
         try:
-            pm.execute_notebook(
-                str(notebooks_dir() / STAGE_NOTEBOOKS[stage]),
-                str(out_nb),
-                parameters=notebook_parameters(run_dir_rel),
-                kernel_name="python3",
-                cwd=str(repo),
-                progress_bar=False,
-                request_save_on_cell_execute=False,
-            )
+            execute_notebook(notebooks_dir() / STAGE_NOTEBOOKS[stage], out_nb, notebook_parameters(run_dir_rel))
         except pm.PapermillExecutionError as exc:
             manifest = read_manifest(run_dir)
             manifest["stages"].setdefault(stage, {"params_hash": hashes[stage]}).update(

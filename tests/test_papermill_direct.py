@@ -141,3 +141,25 @@ def test_a_stage_outside_the_run_is_refused(tmp_path):
 
     with pytest.raises(StudyError, match="not part of run 'default'"):
         start_stage("pride", {"run_dir": str(tmp_path)})
+
+
+@pytest.mark.skipif(os.name != "posix", reason="zmq's ipc transport: Linux and macOS")
+def test_the_runner_talks_to_its_kernels_over_private_sockets(tmp_path, capfd):
+    """Plain TCP on 127.0.0.1 can be read by any user of a shared machine; the runner's kernels use
+    sockets in a temporary folder of their own, removed when the notebook ends."""
+    import nbformat
+
+    from empathy_utils.runner import execute_notebook
+
+    source, out = tmp_path / "probe.ipynb", tmp_path / "probe-out.ipynb"
+    probe = ("from ipykernel.kernelapp import IPKernelApp\n"
+             "app = IPKernelApp.instance()\n"
+             "print(app.transport, app.ip)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(probe)]), source)
+    execute_notebook(source, out, {})
+
+    printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"].split()
+    assert printed[0] == "ipc"
+    socket_folder = Path(printed[1]).parent
+    assert socket_folder.name.startswith("empathy-kernel-") and not socket_folder.exists()
+    assert "without encryption" not in capfd.readouterr().err
