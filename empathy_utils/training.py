@@ -283,15 +283,22 @@ def _train_sft(cfg: StudyConfig, paths: RunPaths, out: Path) -> dict:
     args = SFTConfig(**trainer_arguments(cfg.sft, out, cfg.run.seed), max_length=cfg.sft.max_length)
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                 peft_config=lora_config(cfg)))
+    seconds, speedups = train_sft_trainer(trainer, model, cfg)
+    return _save(trainer, tokenizer, out, seconds, {"examples": len(data)} | speedups)
+
+
+def train_sft_trainer(trainer, model, cfg: StudyConfig) -> tuple[float, dict]:
+    """``trainer.train()`` for an SFTTrainer with the study's CPU paths (packed frozen weights, labelled
+    positions only, the whole-vocabulary head, grouped attention, the shared prompt prefix of
+    ``cfg.sft``); returns the seconds it took and what each path did, for the training log."""
     start = time.time()
     packed = pack_frozen_weights(trainer)
     with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
-            grouped_products_attention(model, args.bf16) as attention, \
+            grouped_products_attention(model, trainer.args.bf16) as attention, \
             shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
         trainer.train()
-    return _save(trainer, tokenizer, out, time.time() - start,
-                 {"examples": len(data), "packed_layers": packed, "attention_implementation": attention}
-                 | sharing_summary(sharing) | head_summary(head))
+    return time.time() - start, ({"packed_layers": packed, "attention_implementation": attention}
+                                 | sharing_summary(sharing) | head_summary(head))
 
 
 def train_dpo(cfg: StudyConfig, run_dir: str | Path) -> dict:

@@ -26,12 +26,10 @@ from transformers import Trainer, TrainingArguments
 
 from ..config import StudyConfig
 from ..errors import StudyError
-from ..grouped_attention import grouped_products_attention
-from ..lm_head import head_summary, whole_vocabulary_lm_head
 from ..prefix_sharing import shared_prompt_prefix
 from ..packed_linear import packed_count
-from ..training import (labelled_positions_only, mixed_precision, pack_frozen_weights, quiet_trainer, sharing_prefix,
-                        sharing_summary, trainer_arguments)
+from ..training import (mixed_precision, pack_frozen_weights, quiet_trainer, sharing_prefix,
+                        sharing_summary, train_sft_trainer, trainer_arguments)
 from .losses import mmd2, reverse_kl
 from .module import base_of, build_student, hidden_and_heads, relative_layer, save_student
 from .settings import PI_FIELDS, PrideSettings
@@ -257,16 +255,9 @@ def train_blackbox_sft(cfg: StudyConfig, examples: list[dict], targets: list[str
     model = load_model(cfg.model.name_or_path)
     trainer = quiet_trainer(SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                 processing_class=tokenizer, peft_config=lora_config(cfg)))
-    start = time.time()
-    packed = pack_frozen_weights(trainer)
-    with labelled_positions_only(), whole_vocabulary_lm_head() as head, \
-            grouped_products_attention(model, args.bf16) as attention, \
-            shared_prompt_prefix(model, sharing_prefix(cfg, cfg.sft)) as sharing:
-        trainer.train()
+    seconds, speedups = train_sft_trainer(trainer, model, cfg)
     return _save_trl(trainer, tokenizer, out_dir, "blackbox-sft", "TRL SFTTrainer (teacher's text only)",
-                     time.time() - start, {"examples": len(rows), "packed_layers": packed,
-                                           "attention_implementation": attention}
-                     | sharing_summary(sharing) | head_summary(head))
+                     seconds, {"examples": len(rows)} | speedups)
 
 
 def make_sdft_trainer(cfg: StudyConfig, examples: list[dict], privileged: list[str], out_dir: Path):
