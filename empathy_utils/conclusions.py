@@ -374,7 +374,7 @@ def judges_answer(results: StudyResults) -> str:
     lines = []
     for (judge, _), (accuracy, *runs) in by_judge.items():
         which = f"The run {runs[0]}" if len(runs) == 1 else "The runs " + ", ".join(runs[:-1]) + f" and {runs[-1]}"
-        lines.append(f"{which} used {judge_name(judge)}: {judge}. {judge_accuracy_sentence(accuracy, named=False)}")
+        lines.append(f"{which} used {judge_name(judge)}; in full, {judge}. {judge_accuracy_sentence(accuracy, named=False)}")
     return " ".join(lines) if lines else "No run of this book judged anything."
 
 

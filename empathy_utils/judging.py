@@ -124,7 +124,9 @@ class JudgeAccuracy:
     as the run's ``results/judge_validation.json`` records it in its ``selected`` entry.
     ``source``: "run" (measured by this run's validate-judges stage) or "packaged" (the project's
     own measurement, shipped with the code, for runs without the research data); ``detail`` names
-    that measurement (date, commit) when the file says."""
+    that measurement (date, commit) when the file says. ``longer_wins`` and ``llm_wins``: the two
+    baselines on the same report set ("the longer reply wins" on every pair, "the LLM's reply wins" on
+    its human-vs-LLM pairs), None where the file does not record them."""
 
     name: str
     accuracy: float
@@ -133,6 +135,8 @@ class JudgeAccuracy:
     source: str = "run"
     set: str = "report"
     detail: str = ""
+    longer_wins: float | None = None
+    llm_wins: float | None = None
 
 
 def _source(raw) -> tuple[str, str]:
@@ -166,8 +170,10 @@ def read_judge_accuracy(run_dir: str | Path | None, judge_name: str | None = Non
 def _accuracy_from(entry: dict) -> JudgeAccuracy:
     """A validation file's ``selected`` entry, or a run's recorded ``judge.json``, as a JudgeAccuracy."""
     source, detail = _source(entry.get("source"))
+    baseline = {k: float(entry[k]) if entry.get(k) is not None else None for k in ("longer_wins", "llm_wins")}
     return JudgeAccuracy(name=entry["name"], accuracy=float(entry["accuracy"]), ci_low=float(entry["ci_low"]),
-                         ci_high=float(entry["ci_high"]), source=source, set=entry.get("set", "report"), detail=detail)
+                         ci_high=float(entry["ci_high"]), source=source, set=entry.get("set", "report"), detail=detail,
+                         **baseline)
 
 
 def _recorded_accuracy(run_dir: str | Path, judge_name: str | None) -> JudgeAccuracy | None:

@@ -125,6 +125,27 @@ def short_judge_name(judge: str) -> str:
         else f"the {head} judge"
 
 
+def baselines_sentence(accuracy) -> str:
+    """After a judge that beats chance: whether its interval also lies above the two simple rules measured on
+    the same pairs. A judge that does not clear one has not shown it reads more than that rule does, and the
+    reader should know before taking a win rate as a verdict on empathy."""
+    rules = [(accuracy.longer_wins, "the longer reply wins", "on every pair", "the longer reply"),
+             (accuracy.llm_wins, "the LLM's reply wins", "on the pairs that set an LLM's reply against a person's",
+              "the reply an LLM wrote")]
+    measured = [rule for rule in rules if rule[0] is not None]
+    if not measured:
+        return ""
+    short = [rule for rule in measured if accuracy.ci_low <= rule[0]]
+    if not short:
+        return (" Its interval also lies above " + " and ".join(f'"{name}" ({percent(value)} {where})'
+                                                      for value, name, where, _ in measured) + ".")
+    return (" But its interval does not lie above " + " or ".join(f'"{name}" ({percent(value)} {where})'
+                                                         for value, name, where, _ in short)
+            + ": it has not been shown to do better than preferring " + " or ".join(prefer for *_, prefer in short)
+            + ", so its win rates show what these raters favoured, not that the judge reads more in a reply "
+              "than that.")
+
+
 def judge_accuracy_sentence(accuracy, named: bool = True) -> str:
     """Beside every set of win rates: how often the judge agreed with people on the report set
     (``judging.JudgeAccuracy``, or None when nothing was measured), and whether that licenses
@@ -140,7 +161,8 @@ def judge_accuracy_sentence(accuracy, named: bool = True) -> str:
                 f"{accuracy.set}-set pairs (95 % CI {interval(accuracy.ci_low, accuracy.ci_high)}), measured {where}.")
     situation = interval_situation(accuracy.ci_low, accuracy.ci_high)
     if situation == "above":
-        return measured + " Its interval lies above 50 %, so its verdicts carry information about people's preferences."
+        return (measured + " Its interval lies above 50 %, so its verdicts carry information about people's "
+                "preferences." + baselines_sentence(accuracy))
     if situation == "below":
         return (measured + " Warning: its interval lies below 50 %: it disagrees with people more often than a coin "
                 "would, so the win rates below are not findings.")

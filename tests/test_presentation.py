@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,26 @@ def test_judge_accuracy_sentence_warns_unless_the_interval_is_above_chance():
     assert "below 50 %" in worse
     packaged = judge_accuracy_sentence(_accuracy(0.6, 0.7, "packaged", "date 2026-11-30, commit abc"))
     assert "shipped with the code (date 2026-11-30, commit abc)" in packaged
+
+
+def test_a_judge_above_chance_is_set_against_the_baselines_measured_on_its_pairs(tmp_path):
+    """The writer-style judge's case: above chance, not above "the LLM's reply wins"; the sentence says so."""
+    _write_validation(tmp_path, {"name": "judge W", "accuracy": 0.578, "ci_low": 0.527, "ci_high": 0.627,
+                                 "longer_wins": 0.491, "llm_wins": 0.571})
+    writer_like = read_judge_accuracy(tmp_path)
+    assert (writer_like.longer_wins, writer_like.llm_wins) == (0.491, 0.571)
+    sentence = judge_accuracy_sentence(writer_like)
+    assert "lies above 50 %" in sentence
+    assert 'does not lie above "the LLM\'s reply wins" (57.1 %' in sentence
+    assert "preferring the reply an LLM wrote" in sentence
+    assert "the longer reply wins" not in sentence, "a baseline it clears is not listed among those it does not"
+    both_short = judge_accuracy_sentence(replace(writer_like, longer_wins=0.53))
+    assert '"the longer reply wins" (53.0 % on every pair) or "the LLM\'s reply wins"' in both_short
+    clear = judge_accuracy_sentence(replace(writer_like, ci_low=0.6))
+    assert "also lies above" in clear and "49.1 %" in clear and "57.1 %" in clear and "does not" not in clear
+    assert judge_accuracy_sentence(_accuracy(0.6, 0.7)).endswith("people's preferences."), "no baselines, no claim"
+    coin = judge_accuracy_sentence(replace(writer_like, ci_low=0.45))
+    assert "Warning" in coin and "LLM's reply wins" not in coin, "a judge at chance gets the warning alone"
 
 
 def _row(rate, low, high):
