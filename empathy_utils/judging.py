@@ -203,7 +203,7 @@ def judge_validity(cfg: StudyConfig, run_dir: str | Path | None, judge) -> dict:
     inner = base_judge(judge)
     stripped = isinstance(judge, InstructionStrippingJudge)
     out = {"kind": judge.kind, "name": judge.name, "validated": False, "accuracy": None, "ci_low": None,
-           "ci_high": None, "pairs": None, "longer_wins": None}
+           "ci_high": None, "pairs": None, "longer_wins": None, "llm_wins": None}
     row = None
     if report and report.get("status") == "ok":
         row = next((j for j in report["judges"] if j["name"] == inner.name), None)
@@ -223,15 +223,33 @@ def judge_validity(cfg: StudyConfig, run_dir: str | Path | None, judge) -> dict:
         return out
     acc = row["accuracy_stripped"] if stripped else row["accuracy"]
     base = report["baselines"]
+    llm = base.get("llm_wins") or {}
+    with_llm = bool(llm.get("pairs")) and llm.get("accuracy") is not None
     out.update(validated=True, accuracy=acc, ci_low=row["ci_low"], ci_high=row["ci_high"], pairs=row["pairs"],
-               longer_wins=base["longer_wins"]["accuracy"])
-    compare = "above" if acc > base["longer_wins"]["accuracy"] else "not above"
+               longer_wins=base["longer_wins"]["accuracy"], llm_wins=llm["accuracy"] if with_llm else None)
     out["statement"] = (
         f"Validated in this run against people: it agreed with the human ratings on {100 * acc:.1f} % of "
         f"{row['pairs']} LLMs-vs-Humans test-split pairs (95 % CI {100 * row['ci_low']:.1f} % – "
-        f"{100 * row['ci_high']:.1f} %), {compare} the {100 * base['longer_wins']['accuracy']:.1f} % of "
-        f"\u201cthe longer reply wins\u201d on the same pairs.")
+        f"{100 * row['ci_high']:.1f} %); on the same pairs \u201cthe longer reply wins\u201d scores "
+        f"{100 * base['longer_wins']['accuracy']:.1f} %"
+        + (f" and, on their {llm['pairs']} human-vs-LLM pairs, \u201cthe LLM's reply wins\u201d "
+           f"{100 * llm['accuracy']:.1f} %" if with_llm else "") + ". "
+        + interval_against_baselines(row["ci_low"], base["longer_wins"]["accuracy"],
+                                     llm["accuracy"] if with_llm else None))
     return out
+
+
+def interval_against_baselines(ci_low: float, longer_wins: float, llm_wins: float | None) -> str:
+    """Whether a judge's interval lies above each baseline's point estimate (the test issue 10 set)."""
+    rules = [("\u201cthe longer reply wins\u201d", longer_wins)] + (
+        [("\u201cthe LLM's reply wins\u201d", llm_wins)] if llm_wins is not None else [])
+    above = [name for name, value in rules if ci_low > value]
+    below = [name for name, value in rules if ci_low <= value]
+    if not below:
+        return "Its interval lies above " + ("both." if len(rules) == 2 else f"{above[0]}.")
+    if not above:
+        return "Its interval lies above neither." if len(rules) == 2 else f"Its interval does not lie above {below[0]}."
+    return f"Its interval lies above {above[0]} but not above {below[0]}."
 
 
 def make_judge(cfg: StudyConfig, run_dir: str | Path | None = None):

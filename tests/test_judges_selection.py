@@ -188,6 +188,10 @@ def test_fallback_auto_is_the_best_measured_decisive_judge_of_the_packaged_file(
     assert isinstance(inner, LikelihoodJudge) and inner.condition == "plain" and inner.temperature == 0.5
     assert judge.validity["validated"] and judge.validity["source"] == "packaged measurement"
     assert "62.0 %" in judge.validity["statement"]
+    # set against both baselines of the same report pairs (interval 52-72 %: above 52 %? no; above 58 %? no)
+    assert "58.0 % for \u201cthe LLM's reply wins\u201d on their 20 human-vs-LLM pairs" in judge.validity["statement"]
+    assert judge.validity["statement"].endswith("Its interval lies above neither.")
+    assert judge.validity["llm_wins"] == 0.58
     # The CLI's default judge on a fresh clone (no run folder): the same packaged judge, deciding.
     pairs = tmp_path / "in.jsonl"
     pairs.write_text("".join(json.dumps({"id": i, "context": "c", "utterance": f"I lost my keys {i}.",

@@ -103,6 +103,34 @@ def test_a_judge_above_chance_is_set_against_the_baselines_measured_on_its_pairs
     assert "Warning" in coin and "LLM's reply wins" not in coin, "a judge at chance gets the warning alone"
 
 
+def test_the_validity_statement_sets_the_interval_against_both_baselines(tmp_path):
+    from types import SimpleNamespace
+
+    from empathy_utils.judging import judge_validity
+
+    judge = SimpleNamespace(kind="writer-style", name="judge W")
+
+    def statement(ci_low, llm_pairs=287):
+        report = {"status": "ok", "judges": [{"name": "judge W", "accuracy": 0.578, "ci_low": ci_low,
+                                              "ci_high": 0.627, "pairs": 711}],
+                  "baselines": {"longer_wins": {"accuracy": 0.491}, "llm_wins": {"accuracy": 0.571,
+                                                                                 "pairs": llm_pairs}}}
+        (tmp_path / "results").mkdir(exist_ok=True)
+        (tmp_path / "results" / "judge_validation.json").write_text(json.dumps(report))
+        return judge_validity(None, tmp_path, judge)["statement"]
+
+    writer_like = statement(0.527)
+    assert "\u201cthe longer reply wins\u201d scores 49.1 %" in writer_like
+    assert "on their 287 human-vs-LLM pairs, \u201cthe LLM's reply wins\u201d 57.1 %" in writer_like
+    assert writer_like.endswith("Its interval lies above \u201cthe longer reply wins\u201d but not above "
+                                "\u201cthe LLM's reply wins\u201d.")
+    assert statement(0.6).endswith("Its interval lies above both.")
+    assert statement(0.45).endswith("Its interval lies above neither.")
+    no_llm_pairs = statement(0.527, llm_pairs=0)
+    assert "LLM's reply" not in no_llm_pairs and no_llm_pairs.endswith(
+        "Its interval lies above \u201cthe longer reply wins\u201d.")
+
+
 def _row(rate, low, high):
     return pd.Series({"comparison": "SFT→DPO student vs base student", "win_rate": rate, "ci_low": low,
                       "ci_high": high})

@@ -85,6 +85,7 @@ def selected_from_packaged(measurement: dict | None = None) -> dict | None:
             "tie_rate": rep["tie_rate"], "accuracy_human_vs_llm": rep["accuracy_human_vs_llm"],
             "selection_accuracy": row["selection"]["accuracy"], "selection_pairs": row["selection"]["pairs"],
             "longer_wins": base["longer_wins"]["accuracy"], "llm_wins": base["llm_wins"]["accuracy"],
+            "llm_wins_pairs": base["llm_wins"]["pairs"],
             "beats_longer_wins": rep["accuracy"] > base["longer_wins"]["accuracy"],
             "ci_above_longer_wins": rep["ci_low"] > base["longer_wins"]["accuracy"],
             "ci_above_chance": rep["ci_low"] > 0.5,
@@ -270,13 +271,20 @@ def measure_data_free(frame: pd.DataFrame, model_spec: str, conditions: list[str
 
 def packaged_validity(selected: dict) -> dict:
     """What the judge stage says about a judge taken from the packaged measurement."""
+    from ..judging import interval_against_baselines
+
+    llm, llm_pairs = selected.get("llm_wins"), selected.get("llm_wins_pairs")
     statement = (f"Measured offline by the project (not in this run): on {selected['pairs']} LLMs-vs-Humans "
                  f"test-split pairs of the report set it agreed with the human ratings on "
                  f"{100 * selected['accuracy']:.1f} % (95 % CI {100 * selected['ci_low']:.1f} % – "
                  f"{100 * selected['ci_high']:.1f} %, bootstrap over dialogues), against "
-                 f"{100 * selected['longer_wins']:.1f} % for \u201cthe longer reply wins\u201d on the same pairs; "
-                 f"chosen on a disjoint selection set; measured {selected['measured_on']} at commit "
-                 f"{selected['commit'][:12]}.")
+                 f"{100 * selected['longer_wins']:.1f} % for \u201cthe longer reply wins\u201d on the same pairs"
+                 + (f" and {100 * llm:.1f} % for \u201cthe LLM's reply wins\u201d on their {llm_pairs} human-vs-LLM "
+                    "pairs" if llm is not None and llm_pairs else "")
+                 + f"; chosen on a disjoint selection set; measured {selected['measured_on']} at commit "
+                 f"{selected['commit'][:12]}. "
+                 + interval_against_baselines(selected["ci_low"], selected["longer_wins"],
+                                              llm if llm_pairs else None))
     return {"validated": True, "source": "packaged measurement", "accuracy": selected["accuracy"],
             "ci_low": selected["ci_low"], "ci_high": selected["ci_high"], "pairs": selected["pairs"],
-            "longer_wins": selected["longer_wins"], "statement": statement}
+            "longer_wins": selected["longer_wins"], "llm_wins": llm if llm_pairs else None, "statement": statement}
