@@ -137,9 +137,9 @@ def baselines_sentence(accuracy) -> str:
         return ""
     short = [rule for rule in measured if accuracy.ci_low <= rule[0]]
     if not short:
-        return (" Its interval also lies above " + " and ".join(f'"{name}" ({percent(value)} {where})'
+        return (" Its interval also lies above " + " and ".join(f"\u201c{name}\u201d ({percent(value)} {where})"
                                                       for value, name, where, _ in measured) + ".")
-    return (" But its interval does not lie above " + " or ".join(f'"{name}" ({percent(value)} {where})'
+    return (" But its interval does not lie above " + " or ".join(f"\u201c{name}\u201d ({percent(value)} {where})"
                                                          for value, name, where, _ in short)
             + ": it has not been shown to do better than preferring " + " or ".join(prefer for *_, prefer in short)
             + ", so its win rates show what these raters favoured, not that the judge reads more in a reply "

@@ -91,11 +91,11 @@ def test_a_judge_above_chance_is_set_against_the_baselines_measured_on_its_pairs
     assert (writer_like.longer_wins, writer_like.llm_wins) == (0.491, 0.571)
     sentence = judge_accuracy_sentence(writer_like)
     assert "lies above 50 %" in sentence
-    assert 'does not lie above "the LLM\'s reply wins" (57.1 %' in sentence
+    assert "does not lie above \u201cthe LLM's reply wins\u201d (57.1 %" in sentence
     assert "preferring the reply an LLM wrote" in sentence
     assert "the longer reply wins" not in sentence, "a baseline it clears is not listed among those it does not"
     both_short = judge_accuracy_sentence(replace(writer_like, longer_wins=0.53))
-    assert '"the longer reply wins" (53.0 % on every pair) or "the LLM\'s reply wins"' in both_short
+    assert "\u201cthe longer reply wins\u201d (53.0 % on every pair) or \u201cthe LLM's reply wins\u201d" in both_short
     clear = judge_accuracy_sentence(replace(writer_like, ci_low=0.6))
     assert "also lies above" in clear and "49.1 %" in clear and "57.1 %" in clear and "does not" not in clear
     assert judge_accuracy_sentence(_accuracy(0.6, 0.7)).endswith("people's preferences."), "no baselines, no claim"
