@@ -240,7 +240,8 @@ def judge_validity(cfg: StudyConfig, run_dir: str | Path | None, judge) -> dict:
 
 
 def interval_against_baselines(ci_low: float, longer_wins: float, llm_wins: float | None) -> str:
-    """Whether a judge's interval lies above each baseline's point estimate (the test issue 10 set)."""
+    """Whether a judge's interval lies above each baseline's point estimate: the bar a judge must clear before
+    its win rates say more than length or authorship would (book/judges.md)."""
     rules = [("\u201cthe longer reply wins\u201d", longer_wins)] + (
         [("\u201cthe LLM's reply wins\u201d", llm_wins)] if llm_wins is not None else [])
     above = [name for name, value in rules if ci_low > value]
