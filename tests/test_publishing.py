@@ -82,8 +82,9 @@ def test_workflow_targets_exist():
 
 
 def test_license_is_the_apache_text_the_package_declares():
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]["text"]
-    assert declared == "Apache-2.0"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0", "an SPDX expression (setuptools >= 77), not the deprecated table"
+    assert project["license-files"] == ["LICENSE"]
     text = (REPO / "LICENSE").read_text()
     for part in ("Apache License", "Version 2.0, January 2004", "TERMS AND CONDITIONS FOR USE, REPRODUCTION",
                  "9. Accepting Warranty or Additional Liability.", "END OF TERMS AND CONDITIONS",
@@ -136,7 +137,7 @@ def test_citation_file_is_valid_and_matches_the_package():
     jsonschema.validate(cff, CFF_SCHEMA)
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert str(cff["version"]) == project["version"]
-    assert cff["license"] == project["license"]["text"]
+    assert cff["license"] == project["license"]
     cited = {r["title"] for r in cff["references"]}
     assert "Distilling Empathy from Large Language Models" in cited, "the re-implemented paper is cited"
 
